@@ -1,0 +1,40 @@
+"""Models by name: `create("cnn", num_classes=10, rngs=nnx.Rngs(0))`."""
+
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcnn.errors import UserError
+from jaxcnn.models.cnn import CNN
+from jaxcnn.models.layers import count_params
+from jaxcnn.models.resnet import ResNet, ResNet18, ResNet20
+
+MODELS = {
+    "cnn": CNN,
+    "resnet20": ResNet20,
+    "resnet18": ResNet18,
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def create(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype="float32",
+           param_dtype="float32", **kwargs) -> nnx.Module:
+    """Build model `name` for `num_classes`; `dtype` is the compute dtype, `param_dtype` storage."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))} "
+                        "(--config.model.name)")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return MODELS[name](num_classes, dtype=_dtype(dtype), param_dtype=_dtype(param_dtype),
+                        rngs=rngs, **kwargs)
+
+
+def _dtype(d):
+    if isinstance(d, str):
+        if d not in DTYPES:
+            raise UserError(f"unknown dtype {d!r}: use one of {', '.join(DTYPES)}")
+        return DTYPES[d]
+    return d
+
+
+__all__ = ["CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create"]

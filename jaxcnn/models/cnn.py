@@ -1,0 +1,46 @@
+"""The seed's CIFAR-10 CNN, layer for layer.
+
+conv3x3 3->32, ReLU, maxpool 2, conv3x3 32->64, ReLU, maxpool 2, dense 4096->1024, ReLU,
+dense 1024->classes: 4,224,970 parameters for 10 classes, PyTorch's default initialisation.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcnn.models.layers import conv_general_dilated, max_pool_2x2, torch_default_init
+
+
+def _conv(cin: int, cout: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
+    init = torch_default_init(cin * 9)
+    return nnx.Conv(cin, cout, (3, 3), padding="SAME", kernel_init=init, bias_init=init,
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                    conv_general_dilated=conv_general_dilated)
+
+
+def _dense(cin: int, cout: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    init = torch_default_init(cin)
+    return nnx.Linear(cin, cout, kernel_init=init, bias_init=init,
+                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class CNN(nnx.Module):
+    """Two conv layers and two dense layers; `width` scales the channels (32 in the seed)."""
+
+    def __init__(self, num_classes: int = 10, *, width: int = 32, hidden: int = 1024,
+                 image_size: int = 32, in_channels: int = 3, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.conv1 = _conv(in_channels, width, dtype, param_dtype, rngs)
+        self.conv2 = _conv(width, 2 * width, dtype, param_dtype, rngs)
+        flat = (image_size // 4) ** 2 * 2 * width
+        self.fc1 = _dense(flat, hidden, dtype, param_dtype, rngs)
+        self.fc2 = _dense(hidden, num_classes, dtype, param_dtype, rngs)
+
+    def __call__(self, x_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout or BatchNorm in the seed network
+        # max-pool before ReLU: relu(max(x)) == max(relu(x)) and it is 4x less ReLU work.
+        x = jax.nn.relu(max_pool_2x2(self.conv1(x_BxHxWxC)))
+        x = jax.nn.relu(max_pool_2x2(self.conv2(x)))
+        x = x.reshape(x.shape[0], -1)
+        x = jax.nn.relu(self.fc1(x))
+        return self.fc2(x)

@@ -1,0 +1,310 @@
+"""The training engine: pure `train_step` / `eval_step` and `train_and_evaluate(config, workdir)`.
+
+The loop reads top to bottom: mesh, input, model & optimizer, shard & transfer, update step,
+evaluation, loop. The train state is a plain pytree; the NNX model is split once into a static
+graph definition and arrays, so the hot loop stays functional.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from ml_collections import ConfigDict
+
+from jaxcnn import models, parallel
+from jaxcnn.data import Dataset, load
+from jaxcnn.data.pipeline import (
+    Batch,
+    HostBatches,
+    augment,
+    epoch_permutation,
+    normalize,
+    take_batch,
+)
+from jaxcnn.errors import UserError
+from jaxcnn.optim import make_optimizer, make_schedule
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar, optimizer steps taken
+    params: nnx.State  # nnx.Param leaves
+    model_state: nnx.State  # everything else: BatchNorm statistics
+    opt_state: optax.OptState
+
+
+class StepFns(NamedTuple):
+    """What a step needs besides arrays: fixed for a run, closed over before jit."""
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    mean: tuple
+    std: tuple
+    crop_padding: int
+    flip: bool
+    label_smoothing: float
+    dtype: Any
+
+
+# ---------------------------------------------------------------- model & optimizer
+
+def create_state(model: nnx.Module, tx: optax.GradientTransformation
+                 ) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` once into its graph definition and a fresh train state."""
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    return graphdef, TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+
+
+def loss_and_metrics(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing: float,
+                     mask_B: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    """Mean (masked) cross-entropy, plus summed loss / correct / count for logging."""
+    k = logits_BxK.shape[-1]
+    targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, k), label_smoothing)
+    loss_B = optax.softmax_cross_entropy(logits_BxK.astype(jnp.float32), targets_BxK)
+    if mask_B is None:
+        mask_B = jnp.ones_like(loss_B)
+    count = mask_B.sum()
+    correct = ((logits_BxK.argmax(-1) == labels_B) * mask_B).sum()
+    metrics = {"loss": (loss_B * mask_B).sum(), "correct": correct, "count": count}
+    return (loss_B * mask_B).sum() / jnp.maximum(count, 1), metrics
+
+
+# ---------------------------------------------------------------- update step
+
+def train_step(state: TrainState, batch: Batch, key: jax.Array, fns: StepFns
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step on a uint8 batch: augment, normalise, forward, backward, update."""
+    x = augment(key, batch.image, fns.crop_padding, fns.flip)
+    x = normalize(x, fns.mean, fns.std, fns.dtype)
+
+    def loss_fn(params):
+        model = nnx.merge(fns.graphdef, params, state.model_state)
+        logits = model(x, train=True)
+        loss, metrics = loss_and_metrics(logits, batch.label, fns.label_smoothing)
+        return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+    grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = fns.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, model_state, opt_state), metrics
+
+
+def eval_step(state: TrainState, batch: Batch, mask_B: jax.Array, fns: StepFns) -> dict:
+    """Summed loss and correct count over the unmasked images of `batch`, inference mode."""
+    model = nnx.merge(fns.graphdef, state.params, state.model_state)
+    logits = model(normalize(batch.image, fns.mean, fns.std, fns.dtype), train=False)
+    return loss_and_metrics(logits, batch.label, 0.0, mask_B)[1]
+
+
+def _add(acc: dict, metrics: dict) -> dict:
+    return jax.tree.map(jnp.add, acc, metrics)
+
+
+def _zeros() -> dict:
+    return {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
+
+
+def train_step_on_device(state, acc, images, labels, perm, epoch, i, aug_key, *, fns, batch_size,
+                         sharding):
+    """Gather batch `i` of the epoch from the device-resident data set, then `train_step`."""
+    batch = take_batch(images, labels, perm, i, batch_size)
+    batch = jax.lax.with_sharding_constraint(batch, sharding)
+    key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
+    state, metrics = train_step(state, batch, key, fns)
+    return state, _add(acc, metrics)
+
+
+def train_step_streamed(state, acc, batch, epoch, i, aug_key, *, fns):
+    """`train_step` on a batch copied from the host (the streaming fallback)."""
+    key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
+    state, metrics = train_step(state, batch, key, fns)
+    return state, _add(acc, metrics)
+
+
+def eval_on_device(state, acc, images, labels, mask, i, *, fns, batch_size, sharding):
+    """Evaluate batch `i` of the padded test set."""
+    batch = Batch(*(jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
+                    for a in (images, labels)))
+    batch = jax.lax.with_sharding_constraint(batch, sharding)
+    m = jax.lax.dynamic_slice_in_dim(mask, i * batch_size, batch_size)
+    return _add(acc, eval_step(state, batch, m, fns))
+
+
+# ---------------------------------------------------------------- evaluation
+
+def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
+    """Pad to a whole number of batches; the mask counts each real image exactly once."""
+    n = len(labels)
+    pad = -n % batch_size
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    return images, labels, mask
+
+
+def _summary(acc: dict) -> dict:
+    acc = jax.device_get(acc)
+    count = max(float(acc["count"]), 1.0)
+    return {"loss": float(acc["loss"]) / count, "accuracy": float(acc["correct"]) / count,
+            "count": int(acc["count"])}
+
+
+# ---------------------------------------------------------------- the run
+
+class Result(NamedTuple):
+    model: nnx.Module  # the trained model, merged back from the final state
+    history: list  # one dict per epoch, as written to metrics.jsonl
+    final: dict  # the last epoch's dict
+
+
+def _fits_on_device(nbytes: int, devices: list[jax.Device], setting: str) -> bool:
+    if setting != "auto":
+        return setting == "yes"
+    stats = devices[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    # Keep at most a quarter of device memory for data; the rest is for activations.
+    return limit is None or nbytes < limit // 4
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, devices="all",
+                       dataset: Dataset | None = None, model: nnx.Module | None = None,
+                       progress: bool = True, log=print) -> Result:
+    """Train `config` and evaluate after every epoch; write config.json and metrics.jsonl.
+
+    `dataset` and `model` default to `load(config.data.name)` and `models.create(...)`; pass
+    your own from research code. `devices` is `all`, a count, or a list of ids (`--devices`).
+    """
+    from jaxcnn.config import check_config
+    check_config(config)
+    tc = config.train
+
+    # ---- mesh
+    mesh = parallel.make_mesh(parallel.select_devices(devices))
+    parallel.check_batch_size(tc.batch_size, mesh)
+    batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+
+    # ---- input
+    data = dataset if dataset is not None else load(config.data.name,
+                                                    cache_dir=config.data.cache_dir or None)
+    n_train = len(data.train_labels)
+    if tc.batch_size > n_train:
+        raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
+                        f"images of {data.name}: use a smaller batch")
+    steps_per_epoch = n_train // tc.batch_size  # the remainder is dropped; reshuffled each epoch
+    eval_bs = -(-tc.eval_batch_size // mesh.size) * mesh.size
+    channels = data.image_shape[-1]
+    mean, std = (tuple(_per_channel(config.data[k], channels, k)) for k in ("mean", "std"))
+
+    # ---- model & optimizer
+    key = jax.random.key(config.seed)
+    init_key, data_key, aug_key = (jax.random.fold_in(key, i) for i in range(3))
+    if model is None:
+        model = models.create(config.model.name, num_classes=data.num_classes,
+                              dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                              rngs=nnx.Rngs(init_key))
+    tx = make_optimizer(config.optim, make_schedule(config.optim, steps_per_epoch, tc.epochs))
+    graphdef, state = create_state(model, tx)
+    fns = StepFns(graphdef, tx, mean, std, config.data.crop_padding, config.data.flip,
+                  tc.label_smoothing, models._dtype(config.model.dtype))
+
+    # ---- shard & transfer
+    state = jax.device_put(state, repl_sh)
+    on_device = _fits_on_device(data.train_images.nbytes, mesh.devices.flat,
+                                config.data.on_device)
+    test_images, test_labels, test_mask = pad_for_eval(data.test_images, data.test_labels,
+                                                       eval_bs)
+    test = jax.device_put((test_images, test_labels, test_mask), repl_sh)
+    n_eval = len(test_mask) // eval_bs
+    if on_device:
+        train_images, train_labels = jax.device_put((data.train_images, data.train_labels),
+                                                    repl_sh)
+        step = jax.jit(functools.partial(train_step_on_device, fns=fns,
+                                         batch_size=tc.batch_size, sharding=batch_sh),
+                       donate_argnums=(0, 1))
+    else:
+        host = HostBatches(data.train_images, data.train_labels, tc.batch_size)
+        step = jax.jit(functools.partial(train_step_streamed, fns=fns), donate_argnums=(0, 1))
+    evaluate = jax.jit(functools.partial(eval_on_device, fns=fns, batch_size=eval_bs,
+                                         sharding=batch_sh), donate_argnums=(1,))
+
+    # ---- workdir (only now: bad input has been refused before anything is written)
+    metrics_file = None
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "w")
+    log(f"jaxcnn: {config.model.name} on {data.name} ({n_train} train / "
+        f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
+        f"{steps_per_epoch} steps of {tc.batch_size}; {mesh.size} {mesh.devices.flat[0].platform}"
+        f" device(s); data {'on device' if on_device else 'streamed from host'}; "
+        f"{models.count_params(model):,} parameters")
+
+    # ---- loop
+    history = []
+    try:
+        for epoch in range(tc.epochs):
+            acc = jax.device_put(_zeros(), repl_sh)
+            bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
+            t0 = time.perf_counter()
+            if on_device:
+                perm = epoch_permutation(data_key, epoch, n_train)
+                for i in range(steps_per_epoch):
+                    state, acc = step(state, acc, train_images, train_labels, perm, epoch, i,
+                                      aug_key)
+                    bar.update(1)
+            else:
+                for i, batch in enumerate(host.epoch(data_key, epoch, batch_sh)):
+                    state, acc = step(state, acc, batch, epoch, i, aug_key)
+                    bar.update(1)
+            train = _summary(acc)  # waits for the epoch's last step
+            seconds = time.perf_counter() - t0
+            ips = steps_per_epoch * tc.batch_size / seconds
+            bar.set_postfix_str(f"{ips:,.0f} img/s")
+            bar.close()
+            if not np.isfinite(train["loss"]):
+                raise UserError(f"training diverged: train loss is {train['loss']} in epoch "
+                                f"{epoch + 1} (step {int(state.step)}); lower "
+                                "optim.learning_rate or add warmup")
+            acc = jax.device_put(_zeros(), repl_sh)
+            for i in range(n_eval):
+                acc = evaluate(state, acc, *test, i)
+            ev = _summary(acc)
+            assert ev["count"] == len(data.test_labels), ev
+            row = {"epoch": epoch + 1, "step": int(state.step), "train_loss": train["loss"],
+                   "train_accuracy": train["accuracy"], "test_loss": ev["loss"],
+                   "test_accuracy": ev["accuracy"], "images_per_sec": ips,
+                   "epoch_seconds": seconds}
+            history.append(row)
+            if metrics_file:
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+            log(f"epoch {epoch + 1}/{tc.epochs}: train_loss={train['loss']:.4f} "
+                f"train_accuracy={train['accuracy']:.4f} test_loss={ev['loss']:.4f} "
+                f"test_accuracy={ev['accuracy']:.4f} ({ips:,.0f} img/s, {seconds:.1f} s)")
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    trained = nnx.merge(graphdef, *jax.device_get((state.params, state.model_state)))
+    return Result(trained, history, history[-1] if history else {})
+
+
+def _per_channel(v, channels: int, name: str) -> list[float]:
+    v = [float(x) for x in (v if isinstance(v, (tuple, list)) else [v])]
+    if len(v) == 1:
+        v = v * channels
+    if len(v) != channels:
+        raise UserError(f"data.{name} has {len(v)} values but the images have {channels} "
+                        "channels: give one value or one per channel")
+    return v
+
+
+def _progress(enabled: bool, total: int, epoch: int, epochs: int):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False,
+                disable=not enabled, mininterval=0.5)

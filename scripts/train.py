@@ -1,0 +1,37 @@
+"""Train and evaluate a CNN: `python scripts/train.py --config configs/<name>.py --workdir runs/x`.
+
+Override any config field on the command line: `--config.train.epochs=3`,
+`--config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz`. `--devices all|N|0,2,5`.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxcnn import cli  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    cli.check_overrides(argv)
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "where config.json and metrics.jsonl go "
+                        "(default runs/<config name>)")
+    flags.DEFINE_string("devices", "all", "all, a count N, or device ids such as 0,2,5")
+    flags.DEFINE_bool("progress", True, "show a progress bar per epoch")
+    flags.DEFINE_bool("debug", False, "show full tracebacks")
+    cli.define_config_flag(os.path.join(cli.REPO_CONFIGS, "cifar10_cnn.py"))
+    cli.parse(argv)
+    FLAGS = flags.FLAGS
+
+    from jaxcnn.train import train_and_evaluate
+    config_name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0]
+    workdir = FLAGS.workdir or os.path.join("runs", config_name)
+    result = train_and_evaluate(FLAGS.config, workdir, devices=FLAGS.devices,
+                                progress=FLAGS.progress)
+    print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
