@@ -35,7 +35,7 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
 def _one_line(e: Exception) -> str | None:
     from absl import flags
     if isinstance(e, UserError):
-        return str(e)
+        return " ".join(str(e).split())  # one line, whatever the message's source embedded
     if isinstance(e, flags.Error):
         return str(e).splitlines()[0] + " (see --help)"
     return None
@@ -61,10 +61,16 @@ def define_config_flag(default: str) -> None:
 
 
 def parse(argv: list[str]):
-    """Parse absl flags, turning a config file that cannot be loaded into a UserError."""
+    """Parse absl flags and load the config; a config file that cannot be loaded is a UserError.
+
+    Returns the loaded config (ml_collections loads it lazily, on first access).
+    """
     from absl import flags
     try:
-        return flags.FLAGS(argv)
+        flags.FLAGS(argv)
+        config = flags.FLAGS.config
+        config.keys()  # a config that failed to load is a proxy that raises on first use
+        return config
     except OSError as e:
         raise UserError(f"cannot load the config file: {_first_useful(str(e))}; pass an existing "
                         "file, e.g. --config configs/cifar10_cnn.py") from None

@@ -83,7 +83,8 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, fns: StepFns
     x = normalize(x, fns.mean, fns.std, fns.dtype)
 
     def loss_fn(params):
-        model = nnx.merge(fns.graphdef, params, state.model_state)
+        # copy=True: fresh Variables at this trace level, which BatchNorm may then update.
+        model = nnx.merge(fns.graphdef, params, state.model_state, copy=True)
         logits = model(x, train=True)
         loss, metrics = loss_and_metrics(logits, batch.label, fns.label_smoothing)
         return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
@@ -96,7 +97,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, fns: StepFns
 
 def eval_step(state: TrainState, batch: Batch, mask_B: jax.Array, fns: StepFns) -> dict:
     """Summed loss and correct count over the unmasked images of `batch`, inference mode."""
-    model = nnx.merge(fns.graphdef, state.params, state.model_state)
+    model = nnx.merge(fns.graphdef, state.params, state.model_state, copy=True)
     logits = model(normalize(batch.image, fns.mean, fns.std, fns.dtype), train=False)
     return loss_and_metrics(logits, batch.label, 0.0, mask_B)[1]
 
@@ -145,6 +146,49 @@ def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
     images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
     labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
     return images, labels, mask
+
+
+def make_eval(images: np.ndarray, labels: np.ndarray, fns: StepFns, batch_size: int, mesh):
+    """`state -> {loss, accuracy, count}` over every image, the padded set kept on the device."""
+    n_real = len(labels)
+    images, labels, mask = pad_for_eval(images, labels, batch_size)
+    repl = parallel.replicated(mesh)
+    test = jax.device_put((images, labels, mask), repl)
+    step = jax.jit(functools.partial(eval_on_device, fns=fns, batch_size=batch_size,
+                                     sharding=parallel.batch_sharding(mesh)),
+                   donate_argnums=(1,))
+
+    def run(state: TrainState) -> dict:
+        acc = jax.device_put(_zeros(), repl)
+        for i in range(len(mask) // batch_size):
+            acc = step(state, acc, *test, i)
+        out = _summary(acc)
+        assert out["count"] == n_real, out  # every image once, padding masked out
+        return out
+
+    return run
+
+
+def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, config: ConfigDict,
+             *, devices="all") -> dict:
+    """Test loss, accuracy and count of `model` (inference mode) on uint8 `images`.
+
+    Normalisation and batch size come from `config` (`data.mean`, `data.std`,
+    `train.eval_batch_size`), as in training.
+    """
+    mesh = parallel.make_mesh(parallel.select_devices(devices))
+    eval_bs = -(-config.train.eval_batch_size // mesh.size) * mesh.size
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, model_state, None),
+                           parallel.replicated(mesh))
+    fns = _step_fns(config, graphdef, None, images.shape[-1])
+    return make_eval(images, labels, fns, eval_bs, mesh)(state)
+
+
+def _step_fns(config: ConfigDict, graphdef, tx, channels: int) -> StepFns:
+    mean, std = (tuple(_per_channel(config.data[k], channels, k)) for k in ("mean", "std"))
+    return StepFns(graphdef, tx, mean, std, config.data.crop_padding, config.data.flip,
+                   config.train.label_smoothing, models._dtype(config.model.dtype))
 
 
 def _summary(acc: dict) -> dict:
@@ -197,8 +241,6 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                         f"images of {data.name}: use a smaller batch")
     steps_per_epoch = n_train // tc.batch_size  # the remainder is dropped; reshuffled each epoch
     eval_bs = -(-tc.eval_batch_size // mesh.size) * mesh.size
-    channels = data.image_shape[-1]
-    mean, std = (tuple(_per_channel(config.data[k], channels, k)) for k in ("mean", "std"))
 
     # ---- model & optimizer
     key = jax.random.key(config.seed)
@@ -209,17 +251,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                               rngs=nnx.Rngs(init_key))
     tx = make_optimizer(config.optim, make_schedule(config.optim, steps_per_epoch, tc.epochs))
     graphdef, state = create_state(model, tx)
-    fns = StepFns(graphdef, tx, mean, std, config.data.crop_padding, config.data.flip,
-                  tc.label_smoothing, models._dtype(config.model.dtype))
+    fns = _step_fns(config, graphdef, tx, data.image_shape[-1])
 
     # ---- shard & transfer
     state = jax.device_put(state, repl_sh)
     on_device = _fits_on_device(data.train_images.nbytes, mesh.devices.flat,
                                 config.data.on_device)
-    test_images, test_labels, test_mask = pad_for_eval(data.test_images, data.test_labels,
-                                                       eval_bs)
-    test = jax.device_put((test_images, test_labels, test_mask), repl_sh)
-    n_eval = len(test_mask) // eval_bs
+    run_eval = make_eval(data.test_images, data.test_labels, fns, eval_bs, mesh)
     if on_device:
         train_images, train_labels = jax.device_put((data.train_images, data.train_labels),
                                                     repl_sh)
@@ -229,8 +267,6 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     else:
         host = HostBatches(data.train_images, data.train_labels, tc.batch_size)
         step = jax.jit(functools.partial(train_step_streamed, fns=fns), donate_argnums=(0, 1))
-    evaluate = jax.jit(functools.partial(eval_on_device, fns=fns, batch_size=eval_bs,
-                                         sharding=batch_sh), donate_argnums=(1,))
 
     # ---- workdir (only now: bad input has been refused before anything is written)
     metrics_file = None
@@ -271,11 +307,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                 raise UserError(f"training diverged: train loss is {train['loss']} in epoch "
                                 f"{epoch + 1} (step {int(state.step)}); lower "
                                 "optim.learning_rate or add warmup")
-            acc = jax.device_put(_zeros(), repl_sh)
-            for i in range(n_eval):
-                acc = evaluate(state, acc, *test, i)
-            ev = _summary(acc)
-            assert ev["count"] == len(data.test_labels), ev
+            ev = run_eval(state)
             row = {"epoch": epoch + 1, "step": int(state.step), "train_loss": train["loss"],
                    "train_accuracy": train["accuracy"], "test_loss": ev["loss"],
                    "test_accuracy": ev["accuracy"], "images_per_sec": ips,

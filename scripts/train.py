@@ -21,13 +21,13 @@ def main(argv: list[str]) -> int:
     flags.DEFINE_bool("progress", True, "show a progress bar per epoch")
     flags.DEFINE_bool("debug", False, "show full tracebacks")
     cli.define_config_flag(os.path.join(cli.REPO_CONFIGS, "cifar10_cnn.py"))
-    cli.parse(argv)
+    config = cli.parse(argv)
     FLAGS = flags.FLAGS
 
     from jaxcnn.train import train_and_evaluate
     config_name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0]
     workdir = FLAGS.workdir or os.path.join("runs", config_name)
-    result = train_and_evaluate(FLAGS.config, workdir, devices=FLAGS.devices,
+    result = train_and_evaluate(config, workdir, devices=FLAGS.devices,
                                 progress=FLAGS.progress)
     print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
     return 0

@@ -1,0 +1,9 @@
+"""jaxcnn: train, evaluate and fine-tune convolutional networks with JAX, Flax NNX and Optax."""
+
+from jaxcnn import data, models
+from jaxcnn.errors import UserError
+from jaxcnn.train import Result, TrainState, evaluate, train_and_evaluate, train_step
+
+__version__ = "0.1.0"
+__all__ = ["Result", "TrainState", "UserError", "data", "evaluate", "models", "train_and_evaluate",
+           "train_step"]

@@ -1,0 +1,85 @@
+"""Models: exact parameter counts, output shapes and dtypes, and the CPU conv/pool fast paths."""
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcnn import models
+from jaxcnn.errors import UserError
+from jaxcnn.models.layers import conv3x3_cpu, max_pool_2x2
+
+
+@pytest.mark.parametrize("name, classes, count", [
+    ("cnn", 10, 4_224_970),  # the seed network, layer for layer
+    ("cnn", 100, 4_317_220),  # 1024 x 90 more weights and 90 more biases
+    ("resnet20", 10, 269_722),  # He et al. 2016, option-A shortcuts: "0.27M"
+    ("resnet18", 10, 11_173_962),  # the CIFAR ResNet-18
+])
+def test_parameter_counts(name, classes, count):
+    model = models.create(name, num_classes=classes, rngs=nnx.Rngs(0))
+    assert models.count_params(model) == count
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_output_shapes_and_dtypes(name):
+    model = models.create(name, num_classes=7, dtype="bfloat16", rngs=nnx.Rngs(0))
+    x = jnp.zeros((3, 32, 32, 3))
+    for train in (True, False):
+        y = model(x, train=train)
+        assert y.shape == (3, 7)
+        assert y.dtype == jnp.bfloat16
+    params = nnx.state(model, nnx.Param)
+    assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+
+
+def test_cnn_other_input_sizes():
+    model = models.create("cnn", num_classes=10, image_size=28, in_channels=1,
+                          rngs=nnx.Rngs(0))
+    assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+
+
+def test_unknown_model_and_bad_classes():
+    with pytest.raises(UserError, match="unknown model 'vgg'.*cnn"):
+        models.create("vgg", num_classes=10, rngs=nnx.Rngs(0))
+    with pytest.raises(UserError, match="num_classes"):
+        models.create("cnn", num_classes=0, rngs=nnx.Rngs(0))
+
+
+def test_init_is_pytorch_default_and_seeded():
+    a = models.create("cnn", num_classes=10, rngs=nnx.Rngs(1))
+    b = models.create("cnn", num_classes=10, rngs=nnx.Rngs(1))
+    c = models.create("cnn", num_classes=10, rngs=nnx.Rngs(2))
+    np.testing.assert_array_equal(a.fc1.kernel[...], b.fc1.kernel[...])
+    assert not np.array_equal(a.fc1.kernel[...], c.fc1.kernel[...])
+    bound = 1 / np.sqrt(4096)
+    k = np.asarray(a.fc1.kernel[...])
+    assert k.min() >= -bound and k.max() <= bound and k.max() > 0.99 * bound
+
+
+@pytest.mark.parametrize("channels", [3, 32])
+def test_conv3x3_cpu_matches_xla_conv(channels):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 8, 8, channels)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, channels, 5)), jnp.float32)
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def grads(conv):
+        return jax.grad(lambda x, w: jnp.sin(conv(x, w)).sum(), argnums=(0, 1))(x, w)
+
+    np.testing.assert_allclose(conv3x3_cpu(x, w), ref(x, w), rtol=1e-5, atol=1e-4)
+    for got, want in zip(grads(conv3x3_cpu), grads(ref), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_max_pool_matches_flax():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    np.testing.assert_array_equal(max_pool_2x2(x), linen.max_pool(x, (2, 2), (2, 2)))
+    g = jax.grad(lambda x: (max_pool_2x2(x) ** 2).sum())(x)
+    g_ref = jax.grad(lambda x: (linen.max_pool(x, (2, 2), (2, 2)) ** 2).sum())(x)
+    np.testing.assert_array_equal(g, g_ref)

@@ -1,0 +1,171 @@
+"""The training engine: one step lowers the loss, runs are reproducible, eval counts every image."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxcnn import models
+from jaxcnn.config import default_config
+from jaxcnn.data import Dataset, load
+from jaxcnn.data.pipeline import Batch
+from jaxcnn.errors import UserError
+from jaxcnn.optim import make_optimizer, make_schedule
+from jaxcnn.train import StepFns, create_state, eval_step, train_and_evaluate, train_step
+
+
+def _fns(graphdef, tx, crop=0, flip=False):
+    return StepFns(graphdef, tx, (0.5,) * 3, (0.5,) * 3, crop, flip, 0.0, jnp.float32)
+
+
+def _batch(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return Batch(jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3)), jnp.uint8),
+                 jnp.asarray(rng.integers(0, 10, n), jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet20"])
+def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
+    model = models.create(name, num_classes=10, rngs=nnx.Rngs(0))
+    tx = optax.adam(1e-3)
+    graphdef, state = create_state(model, tx)
+    fns = _fns(graphdef, tx)
+    batch = _batch()
+    step = jax.jit(lambda s: train_step(s, batch, jax.random.key(0), fns))
+    losses = []
+    for _ in range(6):
+        state, m = step(state)
+        losses.append(float(m["loss"] / m["count"]))
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert int(state.step) == 6
+    ev = eval_step(state, batch, jnp.ones(32), fns)
+    assert int(ev["count"]) == 32
+
+
+def test_batchnorm_statistics_update_in_training_only():
+    model = models.create("resnet20", num_classes=10, rngs=nnx.Rngs(0))
+    tx = optax.sgd(0.1)
+    graphdef, state = create_state(model, tx)
+    fns = _fns(graphdef, tx)
+    new, _ = train_step(state, _batch(), jax.random.key(0), fns)
+    before = jax.tree.leaves(state.model_state)
+    after = jax.tree.leaves(new.model_state)
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_eval_mask_counts_only_real_images():
+    model = models.create("cnn", num_classes=10, rngs=nnx.Rngs(0))
+    graphdef, state = create_state(model, optax.adam(1e-3))
+    batch = _batch(8)
+    mask = jnp.asarray([1, 1, 1, 0, 0, 0, 0, 0], jnp.float32)
+    full = eval_step(state, Batch(batch.image[:3], batch.label[:3]), jnp.ones(3),
+                     _fns(graphdef, None))
+    masked = eval_step(state, batch, mask, _fns(graphdef, None))
+    assert int(masked["count"]) == 3
+    np.testing.assert_allclose(masked["loss"], full["loss"], rtol=1e-5)
+    assert int(masked["correct"]) == int(full["correct"])
+
+
+def test_schedules():
+    c = default_config().optim
+    c.learning_rate, c.warmup_epochs = 0.1, 1
+    for name, end in [("constant", 0.1), ("cosine", 0.0), ("linear", 0.0)]:
+        c.schedule = name
+        s = make_schedule(c, 10, 5)
+        assert float(s(0)) == 0.0 and abs(float(s(10)) - 0.1) < 1e-7
+        assert abs(float(s(50)) - end) < 1e-7, name
+    c.schedule, c.warmup_epochs = "onecycle", 0.0
+    s = make_schedule(c, 10, 10)  # peak at 30% of 100 steps
+    assert abs(float(s(30)) - 0.1) < 1e-7 and float(s(15)) < 0.1 and float(s(100)) == 0.0
+
+
+def test_optimizers_and_weight_decay():
+    c = default_config().optim
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.zeros(3)}
+    for name in ("adam", "adamw", "sgd"):
+        c.name, c.weight_decay = name, 0.1
+        tx = make_optimizer(c, optax.constant_schedule(0.5))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        assert float(updates["w"][0]) < 0, name  # decay pulls weights towards 0
+    c.name = "lion"
+    with pytest.raises(UserError, match="unknown optim.name 'lion'"):
+        make_optimizer(c, optax.constant_schedule(0.5))
+
+
+def _small_digits() -> Dataset:
+    d = load("digits")
+    return Dataset(d.train_images[:512], d.train_labels[:512], d.test_images[:100],
+                   d.test_labels[:100], d.class_names, "digits-small")
+
+
+def _config(**train):
+    c = default_config()
+    c.data.name = "digits"
+    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 64, 64
+    c.data.crop_padding, c.data.flip = 2, True
+    for k, v in train.items():
+        setattr(c.train, k, v)
+    return c
+
+
+def test_same_seed_same_run_and_metrics_files(tmp_path):
+    data = _small_digits()
+    a = train_and_evaluate(_config(), str(tmp_path / "a"), dataset=data, progress=False,
+                           log=lambda *_: None)
+    b = train_and_evaluate(_config(), str(tmp_path / "b"), dataset=data, progress=False,
+                           log=lambda *_: None)
+    keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    for ra, rb in zip(a.history, b.history, strict=True):
+        assert [ra[k] for k in keys] == [rb[k] for k in keys]
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(keys) | {"epoch", "images_per_sec"} <= set(rows[0])
+    assert rows[-1]["step"] == 2 * (512 // 64)
+    saved = json.load(open(tmp_path / "a" / "config.json"))
+    assert saved["train"]["batch_size"] == 64 and saved["data"]["crop_padding"] == 2
+    assert a.history[-1]["test_accuracy"] > 0.5  # digits is learnt within two short epochs
+
+
+def test_streamed_input_matches_on_device(tmp_path):
+    data = _small_digits()
+    runs = []
+    for on_device in ("yes", "no"):
+        c = _config(epochs=1)
+        c.data.on_device = on_device
+        runs.append(train_and_evaluate(c, None, dataset=data, progress=False,
+                                       log=lambda *_: None))
+    a, b = (r.history[0] for r in runs)
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
+    assert abs(a["test_loss"] - b["test_loss"]) < 1e-5
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_eval_counts_every_test_image_with_a_ragged_last_batch():
+    data = _small_digits()  # 100 test images, eval batch 64: last batch is padded
+    r = train_and_evaluate(_config(epochs=1), None, dataset=data, progress=False,
+                           log=lambda *_: None)
+    trained = r.model
+    logits = trained(((jnp.asarray(data.test_images, jnp.float32) / 255) - 0.5) / 0.5)
+    want = float((np.asarray(logits).argmax(-1) == data.test_labels).mean())
+    assert r.final["test_accuracy"] == pytest.approx(want, abs=1e-9)
+
+
+def test_bad_run_settings():
+    data = _small_digits()
+    with pytest.raises(UserError, match="larger than the 512 training images"):
+        train_and_evaluate(_config(batch_size=1024), None, dataset=data, progress=False)
+    c = _config()
+    c.optim.learning_rate = 0.0
+    with pytest.raises(UserError, match="learning_rate must be > 0"):
+        train_and_evaluate(c, None, dataset=data, progress=False)
+    c = _config()
+    c.optim.learning_rate = 1e6  # diverges
+    c.optim.name = "sgd"
+    with pytest.raises(UserError, match="diverged"):
+        train_and_evaluate(c, None, dataset=data, progress=False, log=lambda *_: None)
