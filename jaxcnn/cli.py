@@ -65,7 +65,11 @@ def parse(argv: list[str]):
 
     Returns the loaded config (ml_collections loads it lazily, on first access).
     """
-    from absl import flags
+    from absl import app, flags
+    app.define_help_flags()  # --help, --helpfull
+    # Accept --num-processes as well as absl's --num_processes.
+    argv = [_underscored(a) if a.startswith("--") and not a.startswith("--config") else a
+            for a in argv]
     try:
         flags.FLAGS(argv)
         config = flags.FLAGS.config
@@ -74,6 +78,11 @@ def parse(argv: list[str]):
     except OSError as e:
         raise UserError(f"cannot load the config file: {_first_useful(str(e))}; pass an existing "
                         "file, e.g. --config configs/cifar10_cnn.py") from None
+
+
+def _underscored(arg: str) -> str:
+    name, eq, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + eq + value
 
 
 def _first_useful(msg: str) -> str:

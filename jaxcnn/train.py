@@ -192,7 +192,7 @@ def _step_fns(config: ConfigDict, graphdef, tx, channels: int) -> StepFns:
 
 
 def _summary(acc: dict) -> dict:
-    acc = jax.device_get(acc)
+    acc = parallel.to_host(acc)
     count = max(float(acc["count"]), 1.0)
     return {"loss": float(acc["loss"]) / count, "accuracy": float(acc["correct"]) / count,
             "count": int(acc["count"])}
@@ -209,7 +209,8 @@ class Result(NamedTuple):
 def _fits_on_device(nbytes: int, devices: list[jax.Device], setting: str) -> bool:
     if setting != "auto":
         return setting == "yes"
-    stats = devices[0].memory_stats() or {}
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    stats = local[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     # Keep at most a quarter of device memory for data; the rest is for activations.
     return limit is None or nbytes < limit // 4
@@ -226,9 +227,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     from jaxcnn.config import check_config
     check_config(config)
     tc = config.train
+    main = parallel.is_main_process()
+    log = log if main else (lambda *_: None)
+    progress = progress and main
 
     # ---- mesh
     mesh = parallel.make_mesh(parallel.select_devices(devices))
+    log(parallel.describe(mesh))
     parallel.check_batch_size(tc.batch_size, mesh)
     batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
 
@@ -270,7 +275,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
 
     # ---- workdir (only now: bad input has been refused before anything is written)
     metrics_file = None
-    if workdir:
+    if workdir and main:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
@@ -286,6 +291,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     try:
         for epoch in range(tc.epochs):
             acc = jax.device_put(_zeros(), repl_sh)
+            step_count = int(parallel.to_host(state.step))
             bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
             t0 = time.perf_counter()
             if on_device:
@@ -305,11 +311,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
             bar.close()
             if not np.isfinite(train["loss"]):
                 raise UserError(f"training diverged: train loss is {train['loss']} in epoch "
-                                f"{epoch + 1} (step {int(state.step)}); lower "
+                                f"{epoch + 1} (step {step_count} + up to {steps_per_epoch}); lower "
                                 "optim.learning_rate or add warmup")
             ev = run_eval(state)
-            row = {"epoch": epoch + 1, "step": int(state.step), "train_loss": train["loss"],
-                   "train_accuracy": train["accuracy"], "test_loss": ev["loss"],
+            row = {"epoch": epoch + 1, "step": step_count + steps_per_epoch,
+                   "train_loss": train["loss"], "train_accuracy": train["accuracy"], "test_loss": ev["loss"],
                    "test_accuracy": ev["accuracy"], "images_per_sec": ips,
                    "epoch_seconds": seconds}
             history.append(row)
@@ -322,7 +328,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     finally:
         if metrics_file:
             metrics_file.close()
-    trained = nnx.merge(graphdef, *jax.device_get((state.params, state.model_state)))
+    trained = nnx.merge(graphdef, *parallel.to_host((state.params, state.model_state)))
     return Result(trained, history, history[-1] if history else {})
 
 

@@ -19,17 +19,27 @@ def main(argv: list[str]) -> int:
                         "(default runs/<config name>)")
     flags.DEFINE_string("devices", "all", "all, a count N, or device ids such as 0,2,5")
     flags.DEFINE_bool("progress", True, "show a progress bar per epoch")
+    flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-host run "
+                        "(SLURM, Open MPI and Kubernetes launches are detected without it)")
+    flags.DEFINE_integer("num_processes", None, "number of processes of a multi-host run")
+    flags.DEFINE_integer("process_id", None, "this process's index, 0..num_processes-1")
     flags.DEFINE_bool("debug", False, "show full tracebacks")
     cli.define_config_flag(os.path.join(cli.REPO_CONFIGS, "cifar10_cnn.py"))
     config = cli.parse(argv)
     FLAGS = flags.FLAGS
 
+    from jaxcnn import parallel
     from jaxcnn.train import train_and_evaluate
+    how = parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes,
+                                          FLAGS.process_id)
+    if parallel.is_main_process():
+        print(f"jaxcnn: {how}")
     config_name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0]
     workdir = FLAGS.workdir or os.path.join("runs", config_name)
     result = train_and_evaluate(config, workdir, devices=FLAGS.devices,
                                 progress=FLAGS.progress)
-    print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
+    if parallel.is_main_process():
+        print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
     return 0
 
 

@@ -40,7 +40,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
     for _ in range(6):
         state, m = step(state)
         losses.append(float(m["loss"] / m["count"]))
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.8 * losses[0], losses
     assert int(state.step) == 6
     ev = eval_step(state, batch, jnp.ones(32), fns)

@@ -76,7 +76,16 @@ class HostBatches:
         self.images, self.labels, self.batch_size = images, labels, batch_size
 
     def epoch(self, key: jax.Array, epoch: int, sharding=None) -> Iterator[Batch]:
+        """Batches of `epoch`; with a `sharding`, each process gathers and sends only its rows."""
         perm = np.asarray(epoch_permutation(key, epoch, len(self.labels)))
-        for i in range(len(perm) // self.batch_size):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            yield Batch(*jax.device_put((self.images[idx], self.labels[idx]), sharding))
+        b = self.batch_size
+        n_proc, proc = jax.process_count(), jax.process_index()
+        for i in range(len(perm) // b):
+            idx = perm[i * b:(i + 1) * b]
+            if sharding is None:
+                yield Batch(*jax.device_put((self.images[idx], self.labels[idx])))
+                continue
+            mine = idx[proc * b // n_proc:(proc + 1) * b // n_proc]
+            yield Batch(*(jax.make_array_from_process_local_data(sharding, a[mine], (b,) +
+                                                                 a.shape[1:])
+                          for a in (self.images, self.labels)))

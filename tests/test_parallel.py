@@ -1,0 +1,167 @@
+"""Data parallelism: device selection, 1 vs N devices, and a real two-process run on localhost.
+
+Runs that need N devices start a subprocess with N forced CPU devices (JAX_NUM_CPU_DEVICES must
+be set before JAX starts), so the rest of the suite keeps its single device.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import pytest
+
+from jaxcnn import parallel
+from jaxcnn.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, devices: int, timeout=300, env=None):
+    e = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu", **(env or {}))
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO, env=e)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_select_devices_on_this_machine():
+    n = len(jax.devices())
+    assert parallel.select_devices("all") == jax.devices()
+    assert parallel.select_devices("1") == jax.devices()[:1]
+    with pytest.raises(UserError, match=f"this machine has {n}"):
+        parallel.select_devices(str(n + 1))
+    with pytest.raises(UserError, match="not understood"):
+        parallel.select_devices("two")
+    with pytest.raises(UserError, match="ids must be distinct"):
+        parallel.select_devices("0,0")
+
+
+def test_batch_must_divide_by_the_devices():
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    parallel.check_batch_size(7, mesh)  # anything divides by one device
+
+
+# The worker: train a few steps on 1 and on 8 devices in one process, report the differences.
+_EQUIVALENCE = """
+    import json, jax, numpy as np
+    from jaxcnn.config import default_config
+    from jaxcnn.data import Dataset, load
+    from jaxcnn.errors import UserError
+    from jaxcnn.train import train_and_evaluate
+    from jaxcnn import parallel
+    from flax import nnx
+
+    d = load("digits")
+    data = Dataset(d.train_images[:256], d.train_labels[:256], d.test_images[:100],
+                   d.test_labels[:100], d.class_names, "digits-small")
+    out = {}
+    for model in ("cnn", "resnet20"):
+        c = default_config()
+        c.model.name = model
+        c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 1, 64, 48
+        c.data.crop_padding, c.data.flip = 2, True
+        # SGD, not Adam: its step is proportional to the gradient, so a rounding difference
+        # stays a rounding difference (Adam's normalised step can blow a near-zero one up).
+        c.optim.name, c.optim.learning_rate = "sgd", 0.01
+        runs = {}
+        for devices in ("1", "all", "2", "0,3"):
+            r = train_and_evaluate(c, None, devices=devices, dataset=data, progress=False,
+                                   log=lambda *_: None)
+            runs[devices] = r
+        ref = jax.tree.leaves(nnx.state(runs["1"].model))
+        for devices, r in runs.items():
+            leaves = jax.tree.leaves(nnx.state(r.model))
+            out[f"{model}/{devices}"] = {
+                "max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, leaves)),
+                "test_correct": round(r.final["test_accuracy"] * 100),
+                "train_loss": r.final["train_loss"]}
+    out["devices"] = len(jax.devices())
+    out["mesh_2"] = [d.id for d in parallel.select_devices("2")]
+    out["mesh_0,3"] = [d.id for d in parallel.select_devices("0,3")]
+    c = default_config()
+    c.train.batch_size = 60
+    try:
+        train_and_evaluate(c, None, devices="all", dataset=data, progress=False)
+    except UserError as e:
+        out["refused"] = str(e)
+    print(json.dumps(out))
+"""
+
+
+def test_one_device_and_eight_devices_train_the_same():
+    out = _python(_EQUIVALENCE, devices=8)
+    assert out["devices"] == 8
+    assert out["mesh_2"] == [0, 1] and out["mesh_0,3"] == [0, 3]
+    for model in ("cnn", "resnet20"):
+        ref = out[f"{model}/1"]
+        for devices in ("all", "2", "0,3"):
+            got = out[f"{model}/{devices}"]
+            # fp32, 4 SGD steps: only the order of the batch reductions differs. For the CNN that
+            # stays ~1e-6. ResNet-20's first step also differs by ~1e-5 at most, but BatchNorm
+            # at init amplifies rounding over the next steps (seen: 1.6e-4 on arrays of scale ~1).
+            tol = 1e-5 if model == "cnn" else 1e-3
+            assert got["max_abs_diff"] < tol, (model, devices, got)
+            assert got["test_correct"] == ref["test_correct"], (model, devices)
+            assert abs(got["train_loss"] - ref["train_loss"]) < 1e-5
+    assert "train.batch_size=60 does not divide by the 8 devices" in out["refused"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(args, devices, workdir, extra_env=None, timeout=240):
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu",
+               **(extra_env or {}))
+    cmd = [sys.executable, "scripts/train.py", "--config", "configs/digits_cnn.py",
+           "--workdir", str(workdir), "--noprogress", *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _rows(workdir):
+    return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("on_device", ["yes", "no"])
+def test_two_processes_match_one_process_with_four_devices(tmp_path, on_device):
+    args = ["--config.train.epochs=1", f"--config.data.on_device={on_device}"]
+    port = _free_port()
+    procs = [_train([*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i)], 2, tmp_path / f"p{i}") for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "over 2 process(es)" in outs[0][0] and "final test_accuracy=" in outs[0][0]
+    # only process 0 prints (Gloo's own connection lines aside)
+    assert [x for x in outs[1][0].splitlines() if not x.startswith("[Gloo]")] == []
+    assert not (tmp_path / "p1").exists()  # and writes
+    single = _train(args, 4, tmp_path / "single")
+    out, err = single.communicate(timeout=240)
+    assert single.returncode == 0, err[-3000:]
+    a, b = _rows(tmp_path / "p0")[-1], _rows(tmp_path / "single")[-1]
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
+    assert abs(a["test_loss"] - b["test_loss"]) < 1e-5
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_digits_config_on_eight_devices_reaches_the_one_device_accuracy(tmp_path):
+    runs = {}
+    for devices in (1, 8):
+        p = _train(["--devices", "all"], devices, tmp_path / str(devices))
+        out, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+        runs[devices] = _rows(tmp_path / str(devices))[-1]["test_accuracy"]
+    assert runs[8] >= 0.95
+    assert abs(runs[8] - runs[1]) <= 1 / 360 + 1e-9  # at most one of 360 test images apart
