@@ -315,9 +315,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                                 "optim.learning_rate or add warmup")
             ev = run_eval(state)
             row = {"epoch": epoch + 1, "step": step_count + steps_per_epoch,
-                   "train_loss": train["loss"], "train_accuracy": train["accuracy"], "test_loss": ev["loss"],
-                   "test_accuracy": ev["accuracy"], "images_per_sec": ips,
-                   "epoch_seconds": seconds}
+                   "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+                   "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
+                   "images_per_sec": ips, "epoch_seconds": seconds}
             history.append(row)
             if metrics_file:
                 metrics_file.write(json.dumps(row) + "\n")
