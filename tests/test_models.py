@@ -83,3 +83,14 @@ def test_max_pool_matches_flax():
     g = jax.grad(lambda x: (max_pool_2x2(x) ** 2).sum())(x)
     g_ref = jax.grad(lambda x: (linen.max_pool(x, (2, 2), (2, 2)) ** 2).sum())(x)
     np.testing.assert_array_equal(g, g_ref)
+
+
+def test_cnn_takes_the_cpu_conv_path_on_cpu(monkeypatch):
+    from jaxcnn.models import layers
+    calls = []
+    real = layers.conv3x3_cpu
+    monkeypatch.setattr(layers, "conv3x3_cpu", lambda x, w: calls.append(x.shape) or real(x, w))
+    model = models.create("cnn", num_classes=10, rngs=nnx.Rngs(0))
+    model(jnp.zeros((2, 32, 32, 3)))
+    expected = [(2, 32, 32, 3), (2, 16, 16, 32)] if jax.default_backend() == "cpu" else []
+    assert calls == expected

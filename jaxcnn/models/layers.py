@@ -93,12 +93,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          precision=None, **kwargs):
     """Drop-in for `lax.conv_general_dilated` (as nnx.Conv calls it) that takes the CPU fast
     path for 3x3 / stride 1 / SAME convolutions when the default backend is the CPU."""
-    plain = (jax.default_backend() == "cpu" and rhs.shape[:2] == (3, 3)
-             and tuple(window_strides) == (1, 1) and feature_group_count == 1
-             and [tuple(p) for p in padding] == [(1, 1), (1, 1)]
-             and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-             and precision is None and not kwargs.get("preferred_element_type"))
-    if plain and kwargs.get("out_sharding") is None:
+    if (jax.default_backend() == "cpu" and lhs.ndim == 4 and rhs.shape[:2] == (3, 3)
+            and tuple(window_strides) == (1, 1) and feature_group_count == 1
+            and _is_same_3x3(padding) and precision is None
+            and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
+            and _is_nhwc(dimension_numbers, lhs, rhs)
+            and not kwargs.get("preferred_element_type")
+            and kwargs.get("out_sharding") is None):
         return conv3x3_cpu(lhs, rhs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                         rhs_dilation, dimension_numbers, feature_group_count,
@@ -109,3 +110,16 @@ def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters (nnx.Param leaves)."""
     params = nnx.state(model, nnx.Param)
     return sum(x.size for x in jax.tree.leaves(params))
+
+
+def _is_same_3x3(padding) -> bool:
+    if isinstance(padding, str):
+        return padding.upper() == "SAME"
+    return [tuple(p) for p in padding] == [(1, 1), (1, 1)]
+
+
+def _is_nhwc(dimension_numbers, lhs, rhs) -> bool:
+    want = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN)
+    if dimension_numbers is None:
+        return False  # lax's default is NCHW/OIHW
+    return jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == want
