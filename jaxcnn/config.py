@@ -9,6 +9,9 @@ from ml_collections import ConfigDict
 
 from jaxcnn.errors import UserError
 
+# Epoch metrics (metrics.jsonl fields) that can pick the best checkpoint.
+BEST_METRICS = ("", "test_accuracy", "test_loss", "train_accuracy", "train_loss")
+
 
 def default_config() -> ConfigDict:
     """Every field with its default: the seed's CIFAR-10 recipe (Adam 1e-3, batch 64, 10 epochs)."""
@@ -28,6 +31,9 @@ def default_config() -> ConfigDict:
     c.data.crop_padding = 0  # random crop after zero-padding by this many pixels; 0 = off
     c.data.flip = False  # random horizontal flip
     c.data.on_device = "auto"  # auto | yes | no: keep the uint8 data set on the device
+    c.data.classes = ""  # keep only these classes (comma list of names or indices), relabelled
+    #                      0..k-1 in that order; "" = all
+    c.data.train_per_class = 0  # keep the first N training images of each class; 0 = all
 
     c.optim = ConfigDict()
     c.optim.name = "adam"  # adam | adamw | sgd
@@ -46,6 +52,24 @@ def default_config() -> ConfigDict:
     c.train.batch_size = 64  # global batch, split over all devices
     c.train.eval_batch_size = 1000  # rounded up to a multiple of the device count
     c.train.label_smoothing = 0.0
+
+    # Only with a workdir: <workdir>/checkpoints/<step>; a rerun with the same workdir resumes.
+    c.checkpoint = ConfigDict()
+    c.checkpoint.every_epochs = 1  # save after every N epochs, and always after the last
+    c.checkpoint.every_steps = 0  # also save every N optimizer steps, mid-epoch too; 0 = off
+    c.checkpoint.keep = 3  # keep the latest N checkpoints ...
+    c.checkpoint.best_metric = "test_accuracy"  # ... and the best by this epoch metric; "" = off
+    c.checkpoint.best_mode = "max"  # max | min: what "best" means for best_metric
+    c.checkpoint.async_save = True  # write in a background thread while training goes on
+
+    # Start from a trained network: every layer but the head (the last linear layer, sized for
+    # this data set's classes) and the BatchNorm statistics come from the checkpoint.
+    c.finetune = ConfigDict()
+    c.finetune.init_from = ""  # a run's workdir (its latest checkpoint) or a checkpoint dir
+    c.finetune.mode = "full"  # full: all layers | linear_probe: head only, BatchNorm frozen
+    c.finetune.backbone_lr_scale = 0.1  # full: backbone lr = this x optim.learning_rate
+    c.finetune.unfreeze_after_epochs = 0  # linear_probe: train all layers (as full) from this
+    #                                       epoch on; 0 = never
     return c
 
 
@@ -68,6 +92,28 @@ def check_config(config: ConfigDict) -> None:
         raise UserError(f"data.on_device must be auto, yes or no, got {config.data.on_device!r}")
     if config.data.crop_padding < 0:
         raise UserError(f"data.crop_padding must be >= 0, got {config.data.crop_padding}")
+    if not isinstance(config.data.train_per_class, int) or config.data.train_per_class < 0:
+        raise UserError(f"data.train_per_class must be an integer >= 0, got "
+                        f"{config.data.train_per_class!r}")
+    k = config.checkpoint
+    for name in ("every_epochs", "every_steps"):
+        if not isinstance(k[name], int) or k[name] < 0:
+            raise UserError(f"checkpoint.{name} must be an integer >= 0, got {k[name]!r}")
+    if not isinstance(k.keep, int) or k.keep < 1:
+        raise UserError(f"checkpoint.keep must be a positive integer, got {k.keep!r}")
+    if k.best_metric not in BEST_METRICS:
+        raise UserError(f"checkpoint.best_metric must be one of {', '.join(BEST_METRICS)} "
+                        f"(\"\" = off), got {k.best_metric!r}")
+    if k.best_mode not in ("max", "min"):
+        raise UserError(f"checkpoint.best_mode must be max or min, got {k.best_mode!r}")
+    f = config.finetune
+    if f.mode not in ("full", "linear_probe"):
+        raise UserError(f"finetune.mode must be full or linear_probe, got {f.mode!r}")
+    if not f.backbone_lr_scale >= 0:
+        raise UserError(f"finetune.backbone_lr_scale must be >= 0, got {f.backbone_lr_scale}")
+    if not isinstance(f.unfreeze_after_epochs, int) or f.unfreeze_after_epochs < 0:
+        raise UserError(f"finetune.unfreeze_after_epochs must be an integer >= 0, got "
+                        f"{f.unfreeze_after_epochs!r}")
 
 
 def _paths(c: ConfigDict, prefix: str = "") -> list[str]:

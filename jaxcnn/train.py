@@ -1,8 +1,8 @@
 """The training engine: pure `train_step` / `eval_step` and `train_and_evaluate(config, workdir)`.
 
 The loop reads top to bottom: mesh, input, model & optimizer, shard & transfer, update step,
-evaluation, loop. The train state is a plain pytree; the NNX model is split once into a static
-graph definition and arrays, so the hot loop stays functional.
+evaluation, checkpoint, loop. The train state is a plain pytree; the NNX model is split once into
+a static graph definition and arrays, so the hot loop stays functional.
 """
 
 import functools
@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
-from jaxcnn import models, parallel
+from jaxcnn import checkpoint, finetune, models, parallel
 from jaxcnn.data import Dataset, load
 from jaxcnn.data.pipeline import (
     Batch,
@@ -49,6 +49,7 @@ class StepFns(NamedTuple):
     flip: bool
     label_smoothing: float
     dtype: Any
+    bn_train: bool = True  # False: BatchNorm in inference mode (a frozen backbone)
 
 
 # ---------------------------------------------------------------- model & optimizer
@@ -85,7 +86,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, fns: StepFns
     def loss_fn(params):
         # copy=True: fresh Variables at this trace level, which BatchNorm may then update.
         model = nnx.merge(fns.graphdef, params, state.model_state, copy=True)
-        logits = model(x, train=True)
+        logits = model(x, train=fns.bn_train)
         loss, metrics = loss_and_metrics(logits, batch.label, fns.label_smoothing)
         return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
@@ -110,6 +111,20 @@ def _zeros() -> dict:
     return {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
 
 
+def _train_zeros() -> dict:
+    return {**_zeros(), "first_bad": jnp.full((), -1, jnp.int32)}
+
+
+def _accumulate(acc: dict, metrics: dict, step: jax.Array) -> dict:
+    """Add a step's sums; remember the first step (1-based) whose loss is not finite.
+
+    Kept on the device, so divergence is caught at the next check without a sync per step.
+    """
+    bad = ~jnp.isfinite(metrics["loss"])
+    first_bad = jnp.where((acc["first_bad"] < 0) & bad, step, acc["first_bad"])
+    return {**_add({k: acc[k] for k in metrics}, metrics), "first_bad": first_bad}
+
+
 def train_step_on_device(state, acc, images, labels, perm, epoch, i, aug_key, *, fns, batch_size,
                          sharding):
     """Gather batch `i` of the epoch from the device-resident data set, then `train_step`."""
@@ -117,14 +132,14 @@ def train_step_on_device(state, acc, images, labels, perm, epoch, i, aug_key, *,
     batch = jax.lax.with_sharding_constraint(batch, sharding)
     key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
     state, metrics = train_step(state, batch, key, fns)
-    return state, _add(acc, metrics)
+    return state, _accumulate(acc, metrics, state.step)
 
 
 def train_step_streamed(state, acc, batch, epoch, i, aug_key, *, fns):
     """`train_step` on a batch copied from the host (the streaming fallback)."""
     key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
     state, metrics = train_step(state, batch, key, fns)
-    return state, _add(acc, metrics)
+    return state, _accumulate(acc, metrics, state.step)
 
 
 def eval_on_device(state, acc, images, labels, mask, i, *, fns, batch_size, sharding):
@@ -195,7 +210,7 @@ def _summary(acc: dict) -> dict:
     acc = parallel.to_host(acc)
     count = max(float(acc["count"]), 1.0)
     return {"loss": float(acc["loss"]) / count, "accuracy": float(acc["correct"]) / count,
-            "count": int(acc["count"])}
+            "count": int(acc["count"]), "first_bad": int(acc.get("first_bad", -1))}
 
 
 # ---------------------------------------------------------------- the run
@@ -204,6 +219,7 @@ class Result(NamedTuple):
     model: nnx.Module  # the trained model, merged back from the final state
     history: list  # one dict per epoch, as written to metrics.jsonl
     final: dict  # the last epoch's dict
+    stopped: str | None = None  # SIGTERM / SIGINT / stop_at_step: saved and stopped early
 
 
 def _fits_on_device(nbytes: int, devices: list[jax.Device], setting: str) -> bool:
@@ -216,13 +232,26 @@ def _fits_on_device(nbytes: int, devices: list[jax.Device], setting: str) -> boo
     return limit is None or nbytes < limit // 4
 
 
+class _Position(NamedTuple):
+    """Where a run stands: the next step is step `step_in_epoch` of 0-based `epoch`."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    acc: dict | None = None  # the epoch's metric sums so far, when resuming mid-epoch
+    history: tuple = ()
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, devices="all",
                        dataset: Dataset | None = None, model: nnx.Module | None = None,
-                       progress: bool = True, log=print) -> Result:
+                       progress: bool = True, log=print, stop_at_step: int | None = None
+                       ) -> Result:
     """Train `config` and evaluate after every epoch; write config.json and metrics.jsonl.
 
     `dataset` and `model` default to `load(config.data.name)` and `models.create(...)`; pass
     your own from research code. `devices` is `all`, a count, or a list of ids (`--devices`).
+    With a `workdir`, checkpoints go to `<workdir>/checkpoints` and a rerun with the same
+    workdir resumes from the latest one, exactly. SIGTERM / SIGINT (or reaching `stop_at_step`
+    optimizer steps) saves a checkpoint at the next step boundary and returns early, with
+    `Result.stopped` saying why. `config.finetune.init_from` starts from a trained backbone.
     """
     from jaxcnn.config import check_config
     check_config(config)
@@ -240,6 +269,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     # ---- input
     data = dataset if dataset is not None else load(config.data.name,
                                                     cache_dir=config.data.cache_dir or None)
+    if config.data.classes or config.data.train_per_class:
+        data = data.subset(config.data.classes, config.data.train_per_class)
     n_train = len(data.train_labels)
     if tc.batch_size > n_train:
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
@@ -249,87 +280,188 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
 
     # ---- model & optimizer
     key = jax.random.key(config.seed)
-    init_key, data_key, aug_key = (jax.random.fold_in(key, i) for i in range(3))
+    ckpt_dir = os.path.join(workdir, "checkpoints") if workdir else None
+    resume = checkpoint.latest_step(ckpt_dir) if ckpt_dir else None
     if model is None:
         model = models.create(config.model.name, num_classes=data.num_classes,
                               dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                              rngs=nnx.Rngs(init_key))
-    tx = make_optimizer(config.optim, make_schedule(config.optim, steps_per_epoch, tc.epochs))
+                              rngs=nnx.Rngs(jax.random.fold_in(key, 0)))
+    schedule = make_schedule(config.optim, steps_per_epoch, tc.epochs)
+    fine = bool(config.finetune.init_from)
+    if fine:
+        if resume is None:  # a resumed run has it all in its own checkpoint
+            finetune.load_backbone(model, config.finetune.init_from)
+        tx = finetune.make_finetune_optimizer(config, schedule, steps_per_epoch,
+                                              finetune.head_name(model))
+    else:
+        tx = make_optimizer(config.optim, schedule)
     graphdef, state = create_state(model, tx)
     fns = _step_fns(config, graphdef, tx, data.image_shape[-1])
 
-    # ---- shard & transfer
+    # ---- shard & transfer (and resume: the checkpoint's arrays land on this run's shardings)
     state = jax.device_put(state, repl_sh)
+    pos = _Position()
+    if resume is not None:
+        state, meta = checkpoint.restore(os.path.join(ckpt_dir, str(resume)), state)
+        pos = _position(meta, resume, steps_per_epoch, tc.batch_size, ckpt_dir)
+        key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
+    data_key, aug_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
     on_device = _fits_on_device(data.train_images.nbytes, mesh.devices.flat,
                                 config.data.on_device)
     run_eval = make_eval(data.test_images, data.test_labels, fns, eval_bs, mesh)
     if on_device:
         train_images, train_labels = jax.device_put((data.train_images, data.train_labels),
                                                     repl_sh)
-        step = jax.jit(functools.partial(train_step_on_device, fns=fns,
-                                         batch_size=tc.batch_size, sharding=batch_sh),
-                       donate_argnums=(0, 1))
     else:
         host = HostBatches(data.train_images, data.train_labels, tc.batch_size)
-        step = jax.jit(functools.partial(train_step_streamed, fns=fns), donate_argnums=(0, 1))
+
+    @functools.cache
+    def compiled_step(frozen: bool):
+        f = fns._replace(bn_train=not frozen)
+        if on_device:
+            return jax.jit(functools.partial(train_step_on_device, fns=f,
+                                             batch_size=tc.batch_size, sharding=batch_sh),
+                           donate_argnums=(0, 1))
+        return jax.jit(functools.partial(train_step_streamed, fns=f), donate_argnums=(0, 1))
 
     # ---- workdir (only now: bad input has been refused before anything is written)
-    metrics_file = None
-    if workdir and main:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-        metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "w")
+    metrics_file, ckpts = None, None
+    if workdir:
+        if main:
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+            # A resumed run continues the history its checkpoint recorded.
+            metrics_path = os.path.join(workdir, "metrics.jsonl")
+            with open(metrics_path + ".tmp", "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in pos.history)
+            os.replace(metrics_path + ".tmp", metrics_path)
+            metrics_file = open(metrics_path, "a")
+        ckpts = checkpoint.RunCheckpoints(workdir, config.checkpoint)
     log(f"jaxcnn: {config.model.name} on {data.name} ({n_train} train / "
         f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
         f"{steps_per_epoch} steps of {tc.batch_size}; {mesh.size} {mesh.devices.flat[0].platform}"
         f" device(s); data {'on device' if on_device else 'streamed from host'}; "
         f"{models.count_params(model):,} parameters")
+    if fine and resume is None:
+        log(f"fine-tuning ({config.finetune.mode}) from {config.finetune.init_from}: backbone "
+            f"restored, new head '{finetune.head_name(model)}' for {data.num_classes} classes")
+    if resume is not None:
+        log(f"resuming from {ckpt_dir}/{resume}: epoch {pos.epoch + 1}, step "
+            f"{pos.step_in_epoch} of {steps_per_epoch}")
+
+    # ---- checkpoint
+    def save(done: int, epoch: int, step_in_epoch: int, acc, row: dict | None = None):
+        """Save after `done` steps, unless the loss has gone non-finite (then stop, loudly)."""
+        sums = _summary(acc)
+        if sums["first_bad"] >= 0:
+            _diverged(sums["first_bad"], steps_per_epoch, ckpt_dir)
+        if ckpts is None:
+            return
+        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": done,
+                "steps_per_epoch": steps_per_epoch, "batch_size": tc.batch_size,
+                "acc": {k: float(v) for k, v in parallel.to_host(acc).items()
+                        if k != "first_bad"},
+                "history": history, "rng": jax.random.key_data(key).tolist(),
+                "model": config.model.name, "num_classes": data.num_classes}
+        ckpts.save(done, state, meta, metrics=row)
 
     # ---- loop
-    history = []
+    history, stopped = list(pos.history), None
+    k = config.checkpoint
     try:
-        for epoch in range(tc.epochs):
-            acc = jax.device_put(_zeros(), repl_sh)
-            step_count = int(parallel.to_host(state.step))
-            bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
-            t0 = time.perf_counter()
-            if on_device:
-                perm = epoch_permutation(data_key, epoch, n_train)
-                for i in range(steps_per_epoch):
-                    state, acc = step(state, acc, train_images, train_labels, perm, epoch, i,
-                                      aug_key)
+        with checkpoint.StopSignals() as signals:
+            for epoch in range(pos.epoch, tc.epochs):
+                first = pos.step_in_epoch if epoch == pos.epoch else 0
+                acc = jax.device_put(pos.acc if first else _train_zeros(), repl_sh)
+                step = compiled_step(fine and finetune.frozen_in_epoch(config, epoch))
+                bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
+                bar.update(first)
+                t0 = time.perf_counter()
+                if on_device:
+                    perm = epoch_permutation(data_key, epoch, n_train)
+                else:
+                    batches = host.epoch(data_key, epoch, batch_sh, start=first)
+                for i in range(first, steps_per_epoch):
+                    if on_device:
+                        state, acc = step(state, acc, train_images, train_labels, perm, epoch, i,
+                                          aug_key)
+                    else:
+                        state, acc = step(state, acc, next(batches), epoch, i, aug_key)
                     bar.update(1)
-            else:
-                for i, batch in enumerate(host.epoch(data_key, epoch, batch_sh)):
-                    state, acc = step(state, acc, batch, epoch, i, aug_key)
-                    bar.update(1)
-            train = _summary(acc)  # waits for the epoch's last step
-            seconds = time.perf_counter() - t0
-            ips = steps_per_epoch * tc.batch_size / seconds
-            bar.set_postfix_str(f"{ips:,.0f} img/s")
-            bar.close()
-            if not np.isfinite(train["loss"]):
-                raise UserError(f"training diverged: train loss is {train['loss']} in epoch "
-                                f"{epoch + 1} (step {step_count} + up to {steps_per_epoch}); lower "
-                                "optim.learning_rate or add warmup")
-            ev = run_eval(state)
-            row = {"epoch": epoch + 1, "step": step_count + steps_per_epoch,
-                   "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                   "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
-                   "images_per_sec": ips, "epoch_seconds": seconds}
-            history.append(row)
-            if metrics_file:
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-            log(f"epoch {epoch + 1}/{tc.epochs}: train_loss={train['loss']:.4f} "
-                f"train_accuracy={train['accuracy']:.4f} test_loss={ev['loss']:.4f} "
-                f"test_accuracy={ev['accuracy']:.4f} ({ips:,.0f} img/s, {seconds:.1f} s)")
+                    done = epoch * steps_per_epoch + i + 1
+                    stopped = (signals.received
+                               or ("stop_at_step" if done == stop_at_step else None)
+                               or ("SIGTERM" if ckpts and ckpts.reached_preemption(done) else None))
+                    if i + 1 < steps_per_epoch and (stopped or (k.every_steps
+                                                                and done % k.every_steps == 0)):
+                        save(done, epoch, i + 1, acc)
+                    if stopped:
+                        break
+                if stopped and i + 1 < steps_per_epoch:
+                    bar.close()
+                    break
+                train = _summary(acc)  # waits for the epoch's last step
+                seconds = time.perf_counter() - t0
+                ips = (steps_per_epoch - first) * tc.batch_size / seconds
+                bar.set_postfix_str(f"{ips:,.0f} img/s")
+                bar.close()
+                if train["first_bad"] >= 0 or not np.isfinite(train["loss"]):
+                    _diverged(train["first_bad"], steps_per_epoch, ckpt_dir)
+                ev = run_eval(state)
+                row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                       "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+                       "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
+                       "images_per_sec": ips, "epoch_seconds": seconds}
+                history.append(row)
+                if metrics_file:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                log(f"epoch {epoch + 1}/{tc.epochs}: train_loss={train['loss']:.4f} "
+                    f"train_accuracy={train['accuracy']:.4f} test_loss={ev['loss']:.4f} "
+                    f"test_accuracy={ev['accuracy']:.4f} ({ips:,.0f} img/s, {seconds:.1f} s)")
+                done = (epoch + 1) * steps_per_epoch
+                if (stopped or epoch + 1 == tc.epochs
+                        or (k.every_epochs and (epoch + 1) % k.every_epochs == 0)
+                        or (k.every_steps and done % k.every_steps == 0)):
+                    save(done, epoch + 1, 0, _train_zeros(), row)
+                if stopped:
+                    break
     finally:
         if metrics_file:
             metrics_file.close()
+        if ckpts:
+            ckpts.close()  # waits for a save still being written
+    if stopped:
+        where = f"checkpoint saved in {ckpt_dir}/{done}" if ckpts else "no workdir, nothing saved"
+        log(f"stopped by {stopped} after step {done}: {where}; rerun the same command to resume")
     trained = nnx.merge(graphdef, *parallel.to_host((state.params, state.model_state)))
-    return Result(trained, history, history[-1] if history else {})
+    return Result(trained, history, history[-1] if history else {}, stopped)
+
+
+def _position(meta: dict, step: int, steps_per_epoch: int, batch_size: int,
+              ckpt_dir: str) -> _Position:
+    """Where the checkpoint's run stopped; refuse one whose epochs were cut differently."""
+    if (meta.get("steps_per_epoch"), meta.get("batch_size")) != (steps_per_epoch, batch_size):
+        raise UserError(f"the checkpoint in {ckpt_dir} was saved by a run with "
+                        f"train.batch_size={meta.get('batch_size')} and "
+                        f"{meta.get('steps_per_epoch')} steps per epoch, this one has "
+                        f"{batch_size} and {steps_per_epoch}: resume with the same data and batch "
+                        "size, or use a new --workdir")
+    acc = {k: jnp.asarray(v, jnp.float32) for k, v in meta["acc"].items()}
+    acc["first_bad"] = jnp.full((), -1, jnp.int32)
+    assert meta["epoch"] * steps_per_epoch + meta["step_in_epoch"] == step, (meta, step)
+    return _Position(meta["epoch"], meta["step_in_epoch"], acc, list(meta["history"]))
+
+
+def _diverged(first_bad: int, steps_per_epoch: int, ckpt_dir: str | None):
+    last = checkpoint.latest_step(ckpt_dir) if ckpt_dir else None
+    good = (f"the last good checkpoint, {ckpt_dir}/{last}, is where a rerun resumes"
+            if last is not None else "no checkpoint was saved")
+    where = (f"step {first_bad} (epoch {(first_bad - 1) // steps_per_epoch + 1})"
+             if first_bad >= 0 else "the last epoch")
+    raise UserError(f"training diverged: the loss is not finite at {where}; {good}; lower "
+                    "optim.learning_rate or add warmup")
 
 
 def _per_channel(v, channels: int, name: str) -> list[float]:

@@ -61,3 +61,43 @@ class Dataset:
                 raise UserError(f"{where}: {split} labels span {low}..{high} but there are {k} "
                                 f"classes: labels must be 0..{k - 1}")
         return self
+
+    def subset(self, classes: str | list = "", train_per_class: int = 0) -> "Dataset":
+        """Only `classes` (names or indices, relabelled 0..k-1 in that order; "" = all), and at
+        most the first `train_per_class` training images of each (0 = all); test set: all of them.
+        """
+        if isinstance(classes, str):
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        keep = list(range(self.num_classes))
+        if classes:
+            keep = []
+            for c in classes:
+                if str(c) in self.class_names:
+                    keep.append(self.class_names.index(str(c)))
+                elif str(c).isdigit() and int(c) < self.num_classes:
+                    keep.append(int(c))
+                else:
+                    raise UserError(f"data.classes: {c!r} is not a class of {self.name} "
+                                    f"({', '.join(self.class_names)}) nor an index below "
+                                    f"{self.num_classes}")
+            if len(set(keep)) != len(keep):
+                raise UserError(f"data.classes {classes} names a class twice")
+        relabel = np.full(self.num_classes, -1, np.int32)
+        relabel[keep] = np.arange(len(keep), dtype=np.int32)
+
+        def pick(labels: np.ndarray, limit: int) -> np.ndarray:
+            idx = np.flatnonzero(relabel[labels] >= 0)
+            if limit:
+                rank = np.zeros(len(idx), np.int64)  # position of each image within its class
+                for c in keep:
+                    in_c = labels[idx] == c
+                    rank[in_c] = np.arange(in_c.sum())
+                idx = idx[rank < limit]
+            return idx
+
+        tr, te = pick(self.train_labels, train_per_class), pick(self.test_labels, 0)
+        name = self.name + (f"[{','.join(self.class_names[c] for c in keep)}]" if classes else "")
+        name += f"[{train_per_class}/class]" if train_per_class else ""
+        return Dataset(self.train_images[tr], relabel[self.train_labels[tr]],
+                       self.test_images[te], relabel[self.test_labels[te]],
+                       tuple(self.class_names[c] for c in keep), name).validate()

@@ -75,12 +75,13 @@ class HostBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
         self.images, self.labels, self.batch_size = images, labels, batch_size
 
-    def epoch(self, key: jax.Array, epoch: int, sharding=None) -> Iterator[Batch]:
-        """Batches of `epoch`; with a `sharding`, each process gathers and sends only its rows."""
+    def epoch(self, key: jax.Array, epoch: int, sharding=None, start: int = 0
+              ) -> Iterator[Batch]:
+        """Batches `start`.. of `epoch`; with a `sharding`, each process sends only its rows."""
         perm = np.asarray(epoch_permutation(key, epoch, len(self.labels)))
         b = self.batch_size
         n_proc, proc = jax.process_count(), jax.process_index()
-        for i in range(len(perm) // b):
+        for i in range(start, len(perm) // b):
             idx = perm[i * b:(i + 1) * b]
             if sharding is None:
                 yield Batch(*jax.device_put((self.images[idx], self.labels[idx])))

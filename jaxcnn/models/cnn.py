@@ -27,6 +27,8 @@ def _dense(cin: int, cout: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Linea
 class CNN(nnx.Module):
     """Two conv layers and two dense layers; `width` scales the channels (32 in the seed)."""
 
+    HEAD = "fc2"  # the classifier layer, which fine-tuning replaces
+
     def __init__(self, num_classes: int = 10, *, width: int = 32, hidden: int = 1024,
                  image_size: int = 32, in_channels: int = 3, dtype=jnp.float32,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):

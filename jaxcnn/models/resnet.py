@@ -54,6 +54,8 @@ class BasicBlock(nnx.Module):
 class ResNet(nnx.Module):
     """Stem conv, stages of basic blocks, global average pool, linear head (`self.head`)."""
 
+    HEAD = "head"  # the classifier layer, which fine-tuning replaces
+
     def __init__(self, num_classes: int = 10, *, stage_sizes: Sequence[int],
                  widths: Sequence[int], shortcut: str, in_channels: int = 3,
                  dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
