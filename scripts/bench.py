@@ -4,6 +4,7 @@
     python scripts/bench.py --quick            # smoke run, < 1 min
     python scripts/bench.py --json bench.json  # the same results as JSON
     python scripts/bench.py --no-torch         # jaxcnn only
+    python scripts/bench.py --scaling --cpu-devices 8   # plus a 1/2/4/8-device table
 
 Rows: training at batch 64 (the seed's) and 512, inference at batch 1024. Each side of a row is
 a `Runner`; its first call is timed on its own (jaxcnn: trace + compile + one step), then a few
@@ -89,10 +90,11 @@ def run_steps(r: Runner, n: int) -> float:
 
 # ---------------------------------------------------------------- jaxcnn
 
-def jax_train(data: Dataset, batch_size: int, device: jax.Device) -> Runner:
-    """Seed CNN + Adam, built as `train_and_evaluate` builds them; the jitted on-device step."""
+def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runner:
+    """Seed CNN + Adam, built as `train_and_evaluate` builds them; the jitted on-device step,
+    the global batch split over a mesh of `devices`."""
     config = default_config()  # the seed recipe: cnn, adam 1e-3 constant, mean/std 0.5, no aug
-    mesh = parallel.make_mesh([device])
+    mesh = parallel.make_mesh(list(devices))
     batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     n_train = len(data.train_labels)
     steps_per_epoch = n_train // batch_size
@@ -401,6 +403,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few steps and repeats: a smoke run")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--scaling", action="store_true",
+                   help="also time training on meshes of 1, 2, 4 and 8 devices")
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="split the CPU into N devices (JAX's jax_num_cpu_devices), for --scaling")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                    help="PyTorch intra-op threads (default os.cpu_count())")
@@ -421,6 +427,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device query
     repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
     warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick
                                                           else WARMUP)
@@ -447,7 +455,7 @@ def main(argv: list[str]) -> int:
         steps = args.steps or (row.quick_steps if args.quick else row.steps)
         print(f"preparing {row.name} ...", file=sys.stderr)
         if row.kind == "train":
-            runners = [jax_train(data, row.batch_size, device)]
+            runners = [jax_train(data, row.batch_size, [device])]
             if with_torch:
                 runners.append(torch_train(data, row.batch_size))
         else:
@@ -468,11 +476,55 @@ def main(argv: list[str]) -> int:
                         "ratio": j["images_per_s"] / t["images_per_s"] if t else None})
     notes = notes_for(results, with_torch, repeats)
     print(markdown(info, results, notes))
+    scaling = measure_scaling(data, args, repeats, warmup, min_repeat_s) if args.scaling else []
+    if scaling:
+        print(scaling_markdown(scaling, info))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": results, "notes": notes}, f, indent=2)
+            json.dump({"machine": info, "rows": results, "notes": notes, "scaling": scaling},
+                      f, indent=2)
             f.write("\n")
     return 0
+
+
+# ---------------------------------------------------------------- scaling over devices
+
+SCALING_BATCH = 512  # global batch, split over the devices
+SCALING_STEPS, QUICK_SCALING_STEPS = 12, 2
+
+
+def measure_scaling(data: Dataset, args, repeats: int, warmup: int,
+                    min_repeat_s: float) -> list[dict]:
+    """Seed CNN train images/s on meshes of 1, 2, 4, 8 devices (as many as there are)."""
+    devices = jax.devices()
+    counts = [n for n in (1, 2, 4, 8) if n <= len(devices)]
+    steps = args.steps or (QUICK_SCALING_STEPS if args.quick else SCALING_STEPS)
+    row = Row(f"train b{SCALING_BATCH}", "train", SCALING_BATCH, steps, steps)
+    sides = []
+    for n in counts:
+        print(f"preparing scaling over {n} device(s) ...", file=sys.stderr)
+        sides.append([prepare(jax_train(data, SCALING_BATCH, devices[:n]), steps, warmup,
+                              min_repeat_s)])
+    measure(sides, repeats, log=lambda s: print(s, file=sys.stderr))
+    out = [dict(devices=n, **side[0].summary(row)) for n, side in zip(counts, sides,
+                                                                          strict=True)]
+    for r in out:
+        r["speedup"] = r["images_per_s"] / out[0]["images_per_s"]
+    return out
+
+
+def scaling_markdown(scaling: list[dict], info: dict) -> str:
+    lines = ["", f"## Scaling: seed CNN training, global batch {SCALING_BATCH}, "
+             f"{info['jax_backend']} devices", "",
+             "| devices | img/s median [min–max] | speedup vs 1 | compile s |",
+             "|---:|---:|---:|---:|"]
+    for r in scaling:
+        lines.append(f"| {r['devices']} | {_cell(r)} | {r['speedup']:.2f} | "
+                     f"{r['first_call_s']:.2f} |")
+    if info["jax_backend"] == "cpu":
+        lines += ["", "Forced CPU devices (`--cpu-devices N`) share the same cores: this table "
+                  "shows the overhead of splitting a batch over a mesh, not a speedup."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

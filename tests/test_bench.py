@@ -19,7 +19,8 @@ def test_quick_run_writes_every_row_as_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
     p = subprocess.run([*BENCH, "--quick", "--no-torch", "--steps", "1", "--repeats", "2",
-                        "--warmup", "0", "--json", str(out)], capture_output=True, text=True,
+                        "--warmup", "0", "--scaling", "--cpu-devices", "2",
+                        "--json", str(out)], capture_output=True, text=True,
                        timeout=300, cwd=REPO, env=env)
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
@@ -39,3 +40,10 @@ def test_quick_run_writes_every_row_as_json(tmp_path):
     # The Markdown table on stdout has the same rows.
     for name in rows:
         assert f"| {name} |" in p.stdout, name
+    # The scaling table: one row per mesh size that exists (JAX_PLATFORMS may pick a GPU).
+    scaling = res["scaling"]
+    assert [r["devices"] for r in scaling][:1] == [1] and scaling[0]["speedup"] == 1.0
+    assert all(_positive(r["images_per_s"]) for r in scaling)
+    if res["machine"]["jax_backend"] == "cpu":
+        assert [r["devices"] for r in scaling] == [1, 2]
+        assert "| 2 |" in p.stdout and "overhead" in p.stdout
