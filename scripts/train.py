@@ -2,9 +2,13 @@
 
 Override any config field on the command line: `--config.train.epochs=3`,
 `--config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz`. `--devices all|N|0,2,5`.
+Rerunning with the same `--workdir` resumes from its latest checkpoint. SIGTERM or SIGINT saves a
+checkpoint at the next step boundary and exits with 128 + the signal number (143, 130).
+`--init-from runs/pretrained` fine-tunes a trained network with a new head.
 """
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,8 +19,10 @@ from jaxcnn import cli  # noqa: E402
 def main(argv: list[str]) -> int:
     cli.check_overrides(argv)
     from absl import flags
-    flags.DEFINE_string("workdir", None, "where config.json and metrics.jsonl go "
-                        "(default runs/<config name>)")
+    flags.DEFINE_string("workdir", None, "where config.json, metrics.jsonl and checkpoints/ go "
+                        "(default runs/<config name>); an existing one is resumed")
+    flags.DEFINE_string("init_from", None, "fine-tune: a trained run's workdir or checkpoint "
+                        "directory; sets config.finetune.init_from")
     flags.DEFINE_string("devices", "all", "all, a count N, or device ids such as 0,2,5")
     flags.DEFINE_bool("progress", True, "show a progress bar per epoch")
     flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-host run "
@@ -28,6 +34,9 @@ def main(argv: list[str]) -> int:
     config = cli.parse(argv)
     FLAGS = flags.FLAGS
 
+    from absl import logging
+    logging.set_verbosity(logging.ERROR)  # Orbax's warnings are not for users: errors say it all
+
     from jaxcnn import parallel
     from jaxcnn.train import train_and_evaluate
     how = parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes,
@@ -36,8 +45,12 @@ def main(argv: list[str]) -> int:
         print(f"jaxcnn: {how}")
     config_name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0]
     workdir = FLAGS.workdir or os.path.join("runs", config_name)
+    if FLAGS.init_from:
+        config.finetune.init_from = FLAGS.init_from
     result = train_and_evaluate(config, workdir, devices=FLAGS.devices,
                                 progress=FLAGS.progress)
+    if result.stopped:
+        return 128 + signal.Signals[result.stopped].value
     if parallel.is_main_process():
         print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
     return 0

@@ -1,0 +1,20 @@
+"""Pretraining for the fine-tuning example: the seed CNN on CIFAR-10's six animal classes.
+
+  python scripts/train.py --config configs/cifar10_animals_cnn.py \
+      --config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz
+
+30,000 training images (bird, cat, deer, dog, frog, horse), 5 epochs of Adam 1e-3, batch 64.
+The vehicles (airplane, automobile, ship, truck) are held out for configs/cifar10_vehicles_ft.py.
+Measured: see README, "Checkpoints, resuming and fine-tuning".
+"""
+
+from configs.cifar10_cnn import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.classes = "bird,cat,deer,dog,frog,horse"
+    c.data.crop_padding = 2
+    c.data.flip = True
+    c.train.epochs = 5
+    return c

@@ -1,0 +1,26 @@
+"""Fine-tuning example: CIFAR-10's four vehicle classes, 100 training images each, starting from
+the animal-pretrained CNN (configs/cifar10_animals_cnn.py) with a new 4-class head.
+
+  python scripts/train.py --config configs/cifar10_vehicles_ft.py \
+      --config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz \
+      --init-from runs/cifar10_animals_cnn
+  # from scratch, same budget:  ... --workdir runs/vehicles_scratch --config.finetune.init_from=
+
+Test set: all 4,000 vehicle test images. Measured: see README, "Checkpoints, resuming and
+fine-tuning".
+"""
+
+from configs.cifar10_cnn import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.classes = "airplane,automobile,ship,truck"
+    c.data.train_per_class = 100
+    c.data.crop_padding = 2
+    c.data.flip = True
+    c.train.epochs = 15
+    c.train.batch_size = 50  # 8 steps per epoch
+    c.finetune.mode = "full"
+    c.finetune.backbone_lr_scale = 0.1
+    return c
