@@ -134,8 +134,10 @@ def _rows(workdir):
 def test_two_processes_match_one_process_with_four_devices(tmp_path, on_device):
     args = ["--config.train.epochs=1", f"--config.data.on_device={on_device}"]
     port = _free_port()
+    # One workdir for both processes, as on hosts sharing a file system: Orbax writes each
+    # checkpoint together from every process.
     procs = [_train([*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                     "--process-id", str(i)], 2, tmp_path / f"p{i}") for i in range(2)]
+                     "--process-id", str(i)], 2, tmp_path / "multi") for i in range(2)]
     try:
         outs = [p.communicate(timeout=240) for p in procs]
     finally:
@@ -144,13 +146,13 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, on_device):
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert "over 2 process(es)" in outs[0][0] and "final test_accuracy=" in outs[0][0]
-    # only process 0 prints (Gloo's own connection lines aside)
+    # only process 0 prints (Gloo's own connection lines aside) and writes metrics, once
     assert [x for x in outs[1][0].splitlines() if not x.startswith("[Gloo]")] == []
-    assert not (tmp_path / "p1").exists()  # and writes
+    assert len(_rows(tmp_path / "multi")) == 1
     single = _train(args, 4, tmp_path / "single")
     out, err = single.communicate(timeout=240)
     assert single.returncode == 0, err[-3000:]
-    a, b = _rows(tmp_path / "p0")[-1], _rows(tmp_path / "single")[-1]
+    a, b = _rows(tmp_path / "multi")[-1], _rows(tmp_path / "single")[-1]
     assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
     assert abs(a["test_loss"] - b["test_loss"]) < 1e-5
     assert a["test_accuracy"] == b["test_accuracy"]
