@@ -54,7 +54,9 @@ def load_backbone(model: nnx.Module, path: str) -> nnx.Module:
         if name.split("/")[0] == head:
             new.append(x)
             continue
-        saved = arrays.get(f"params/{name}", arrays.get(f"model_state/{name}"))
+        # a run's checkpoint holds a TrainState; `checkpoint.save(path, nnx.state(model))` not
+        saved = next((arrays[k] for k in (f"params/{name}", f"model_state/{name}", name)
+                      if k in arrays), None)
         if saved is None:
             raise UserError(f"checkpoint {where} has no {name}: it was trained with a "
                             "different model; use the same model.name")
