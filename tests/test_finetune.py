@@ -71,3 +71,27 @@ def test_replace_head_and_errors():
 
     with pytest.raises(UserError, match="set its class attribute HEAD"):
         finetune.head_name(NoHead())
+
+
+def test_fine_tuning_beats_training_from_scratch(tmp_path, cifar10_jpeg):
+    """CIFAR-10 (JPEG copy): pretrain on the animals, then learn the unseen vehicles from 50
+    images each. Measured (4,000 vehicle test images): fine-tuned 0.547 / 0.509 / 0.531 vs
+    scratch 0.500 / 0.467 / 0.464 for seeds 0 / 1 / 2."""
+    quiet = lambda *_: None  # noqa: E731
+    animals = cifar10_jpeg.subset("bird,cat,deer,dog,frog,horse", train_per_class=5000)
+    vehicles = cifar10_jpeg.subset("airplane,automobile,ship,truck", train_per_class=50)
+    c = default_config()
+    c.train.epochs, c.data.flip = 1, True
+    train_and_evaluate(c, str(tmp_path / "animals"), dataset=animals, progress=False, log=quiet)
+    acc = {}
+    for seed in (0, 1):
+        for init in (str(tmp_path / "animals"), ""):
+            c = default_config()
+            c.seed, c.train.epochs, c.train.batch_size, c.data.flip = seed, 3, 50, True
+            c.finetune.init_from, c.finetune.mode = init, "full"
+            r = train_and_evaluate(c, None, dataset=vehicles, progress=False, log=quiet)
+            acc[seed, bool(init)] = r.final["test_accuracy"]
+    for seed in (0, 1):
+        assert acc[seed, True] > acc[seed, False], acc
+    mean = {ft: (acc[0, ft] + acc[1, ft]) / 2 for ft in (True, False)}
+    assert mean[True] > mean[False] + 0.02, acc
