@@ -111,7 +111,8 @@ def _zeros() -> dict:
     return {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
 
 
-def _train_zeros() -> dict:
+def initial_train_sums() -> dict:
+    """The per-epoch sums `train_step_on_device` accumulates into (pass them in, donated)."""
     return {**_zeros(), "first_bad": jnp.full((), -1, jnp.int32)}
 
 
@@ -373,7 +374,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
         with checkpoint.StopSignals() as signals:
             for epoch in range(pos.epoch, tc.epochs):
                 first = pos.step_in_epoch if epoch == pos.epoch else 0
-                acc = jax.device_put(pos.acc if first else _train_zeros(), repl_sh)
+                acc = jax.device_put(pos.acc if first else initial_train_sums(), repl_sh)
                 step = compiled_step(fine and finetune.frozen_in_epoch(config, epoch))
                 bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
                 bar.update(first)
@@ -424,7 +425,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                 if (stopped or epoch + 1 == tc.epochs
                         or (k.every_epochs and (epoch + 1) % k.every_epochs == 0)
                         or (k.every_steps and done % k.every_steps == 0)):
-                    save(done, epoch + 1, 0, _train_zeros(), row)
+                    save(done, epoch + 1, 0, initial_train_sums(), row)
                 if stopped:
                     break
     finally:

@@ -45,7 +45,12 @@ from jaxcnn.config import default_config  # noqa: E402
 from jaxcnn.data import Dataset, load  # noqa: E402
 from jaxcnn.data.pipeline import epoch_permutation, normalize  # noqa: E402
 from jaxcnn.optim import make_optimizer, make_schedule  # noqa: E402
-from jaxcnn.train import StepFns, _zeros, create_state, train_step_on_device  # noqa: E402
+from jaxcnn.train import (  # noqa: E402
+    StepFns,
+    create_state,
+    initial_train_sums,
+    train_step_on_device,
+)
 
 EPOCH_IMAGES = 50_000  # a CIFAR-10 training epoch, for the seconds-per-epoch column
 
@@ -114,7 +119,7 @@ def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runn
     perm = epoch_permutation(data_key, 0, n_train)
     step_fn = jax.jit(functools.partial(train_step_on_device, fns=fns, batch_size=batch_size,
                                         sharding=batch_sh), donate_argnums=(0, 1))
-    carry = {"state": state, "acc": jax.device_put(_zeros(), repl_sh), "i": 0}
+    carry = {"state": state, "acc": jax.device_put(initial_train_sums(), repl_sh), "i": 0}
 
     def step():
         epoch, i = divmod(carry["i"], steps_per_epoch)
