@@ -3,7 +3,11 @@
   python scripts/train.py --config configs/cifar10_cnn.py \
       --config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz
 
-Measured: (filled in below once run)
+Measured on CIFAR-10 (JPEG copy), 2-core AMD EPYC CPU, jax 0.10.2, seed 0, 2026-11-29:
+test_accuracy 0.7083 after epoch 10 (0.6464 after epoch 1, best 0.7263 after epoch 4), 435 s of
+training (43-44 s per epoch, ~1,150 img/s) and 7 min 52 s end to end with the archive already
+decoded (first decode: ~8 s more). The seed's own PyTorch code on the same copy and machine:
+71.5% after epoch 10, 63.9% after epoch 1, 409 s. Both overfit after epoch 4-5.
 """
 
 from jaxcnn.config import default_config
