@@ -347,7 +347,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
     if fine and resume is None:
         log(f"fine-tuning ({config.finetune.mode}) from {config.finetune.init_from}: backbone "
             f"restored, new head '{finetune.head_name(model)}' for {data.num_classes} classes")
-    if resume is not None:
+    if resume is not None and pos.epoch >= tc.epochs:
+        log(f"{ckpt_dir}/{resume} already finished all {tc.epochs} epochs: nothing to train "
+            "(raise --config.train.epochs to continue, or use another --workdir to start over)")
+    elif resume is not None:
         log(f"resuming from {ckpt_dir}/{resume}: epoch {pos.epoch + 1}, step "
             f"{pos.step_in_epoch} of {steps_per_epoch}")
 
