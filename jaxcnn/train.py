@@ -204,7 +204,7 @@ def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, config: 
 def _step_fns(config: ConfigDict, graphdef, tx, channels: int) -> StepFns:
     mean, std = (tuple(_per_channel(config.data[k], channels, k)) for k in ("mean", "std"))
     return StepFns(graphdef, tx, mean, std, config.data.crop_padding, config.data.flip,
-                   config.train.label_smoothing, models._dtype(config.model.dtype))
+                   config.train.label_smoothing, models.dtype_of(config.model.dtype))
 
 
 def _summary(acc: dict) -> dict:

@@ -113,7 +113,7 @@ def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runn
     graphdef, state = create_state(model, tx)
     fns = StepFns(graphdef, tx, tuple(config.data.mean), tuple(config.data.std),
                   config.data.crop_padding, config.data.flip, config.train.label_smoothing,
-                  models._dtype(config.model.dtype))
+                  models.dtype_of(config.model.dtype))
     state = jax.device_put(state, repl_sh)
     images, labels = jax.device_put((data.train_images, data.train_labels), repl_sh)
     perm = epoch_permutation(data_key, 0, n_train)

@@ -25,11 +25,12 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype="float32",
                         "(--config.model.name)")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return MODELS[name](num_classes, dtype=_dtype(dtype), param_dtype=_dtype(param_dtype),
+    return MODELS[name](num_classes, dtype=dtype_of(dtype), param_dtype=dtype_of(param_dtype),
                         rngs=rngs, **kwargs)
 
 
-def _dtype(d):
+def dtype_of(d):
+    """A dtype from its name (float32, bfloat16, float16) or as given."""
     if isinstance(d, str):
         if d not in DTYPES:
             raise UserError(f"unknown dtype {d!r}: use one of {', '.join(DTYPES)}")
@@ -37,4 +38,4 @@ def _dtype(d):
     return d
 
 
-__all__ = ["CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create"]
+__all__ = ["CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create", "dtype_of"]
