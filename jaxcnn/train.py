@@ -367,7 +367,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                 "acc": {k: float(v) for k, v in parallel.to_host(acc).items()
                         if k != "first_bad"},
                 "history": history, "rng": jax.random.key_data(key).tolist(),
-                "model": config.model.name, "num_classes": data.num_classes}
+                "model": config.model.name, "num_classes": data.num_classes,
+                "class_names": list(data.class_names), "image_shape": list(data.image_shape)}
         ckpts.save(done, state, meta, metrics=row)
 
     # ---- loop

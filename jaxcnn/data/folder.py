@@ -162,13 +162,18 @@ def _decode(name: str, source: Source, size_WxH: tuple[int, int] | None) -> np.n
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             im.load()  # decode now, so that a truncated file fails inside this try
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            if size_WxH is not None and im.size != tuple(size_WxH):
-                im = im.resize(tuple(size_WxH), Image.Resampling.BILINEAR)
-            return np.asarray(im)
+            return to_rgb(im, size_WxH)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"cannot decode image {name} ({e}): replace or remove the file") from e
+
+
+def to_rgb(im: Image.Image, size_WxH: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded Pillow image as uint8 HxWx3, as training images are: RGB, then resized."""
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    if size_WxH is not None and im.size != tuple(size_WxH):
+        im = im.resize(tuple(size_WxH), Image.Resampling.BILINEAR)
+    return np.asarray(im)
 
 
 def _decode_chunk(items: list[tuple[str, Source]], size_WxH: tuple[int, int]) -> np.ndarray:

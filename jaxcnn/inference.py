@@ -1,0 +1,205 @@
+"""Using a saved model: load a run, predict logits, count a confusion matrix, prepare images.
+
+    from jaxcnn import inference
+    run = inference.load_run("runs/digits_cnn")  # a workdir or one of its checkpoints/<step>
+    images = inference.prepare_images(["cat.png"], run.meta["image_shape"])
+    logits_NxK = inference.predict_logits(run.model, images, run.config)
+    print(run.class_names[int(logits_NxK[0].argmax())])
+
+Images are normalised exactly as in training (`data.mean`, `data.std`, `model.dtype` of the
+run's config) and the model runs in inference mode (BatchNorm uses its running statistics).
+"""
+
+import functools
+import json
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+from PIL import Image
+
+from jaxcnn import checkpoint, models
+from jaxcnn.data.folder import _decode, to_rgb
+from jaxcnn.data.pipeline import normalize
+from jaxcnn.errors import UserError
+
+# Runs saved before checkpoints recorded their image shape were all 32x32 RGB: the built-in
+# data sets are, and the seed CNN's first dense layer fits no other size.
+DEFAULT_IMAGE_SHAPE = (32, 32, 3)
+
+
+class Run(NamedTuple):
+    """A trained run, ready for inference."""
+    model: nnx.Module  # parameters and BatchNorm statistics of the checkpoint
+    config: ConfigDict  # the run's config.json, checked, missing fields at their defaults
+    class_names: tuple[str, ...]  # label i is class_names[i]
+    meta: dict  # the checkpoint's meta, plus `checkpoint` (its path) and `image_shape` (H, W, C)
+
+
+# ---------------------------------------------------------------- loading a run
+
+def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
+    """The model, config and class names of a run's workdir (its latest checkpoint) or of one of
+    its `checkpoints/<step>` directories.
+
+    The model is rebuilt from `config.json` and the checkpoint's `meta` (model name, number of
+    classes); pass `model` to load into a module built by research code instead. A path with no
+    checkpoint, a missing or broken config.json, or a checkpoint that does not fit the model
+    raises a UserError.
+    """
+    ckpt = checkpoint.resolve(path)
+    workdir = os.path.dirname(os.path.dirname(ckpt))  # <workdir>/checkpoints/<step>
+    config = load_config(os.path.join(workdir, "config.json"))
+    arrays, meta = checkpoint.load_arrays(ckpt)
+    if model is None:
+        if "model" not in meta or "num_classes" not in meta:
+            raise UserError(f"checkpoint {ckpt} does not say which model it holds (no 'model' "
+                            "or 'num_classes' in its meta): load it with load_run(path, "
+                            "model=...)")
+        model = models.create(meta["model"], num_classes=int(meta["num_classes"]),
+                              dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                              rngs=nnx.Rngs(0))
+    load_weights(model, arrays, ckpt)
+    k = _num_outputs(model)
+    names = tuple(meta.get("class_names") or (str(i) for i in range(k)))
+    if len(names) != k:
+        raise UserError(f"checkpoint {ckpt} names {len(names)} classes but its model has {k} "
+                        "outputs: the checkpoint's meta is inconsistent")
+    meta = {**meta, "checkpoint": ckpt,
+            "image_shape": tuple(meta.get("image_shape") or DEFAULT_IMAGE_SHAPE)}
+    return Run(model, config, names, meta)
+
+
+def load_config(path: str) -> ConfigDict:
+    """A run's config.json as a checked ConfigDict; fields it predates take their defaults."""
+    from jaxcnn.config import check_config, default_config
+    try:
+        with open(path) as f:
+            raw = ConfigDict(json.load(f))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: a run's workdir holds the config.json that "
+                        "train_and_evaluate wrote; give the workdir of a run") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({e}): restore the run's config.json") from None
+    check_config(raw)
+    config = default_config()
+    config.update(raw)
+    check_config(config)
+    return config
+
+
+def load_weights(model: nnx.Module, arrays: dict[str, np.ndarray], where: str) -> nnx.Module:
+    """Copy every parameter and BatchNorm statistic of `model` from a checkpoint's `arrays`."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model))
+    new = []
+    for keys, x in leaves:
+        name = checkpoint.path_name(keys)
+        # a run's checkpoint holds a TrainState; `checkpoint.save(path, nnx.state(model))` not
+        saved = next((arrays[k] for k in (f"params/{name}", f"model_state/{name}", name)
+                      if k in arrays), None)
+        if saved is None:
+            raise UserError(f"checkpoint {where} has no {name}: it was saved from a different "
+                            "model; check model.name in the run's config.json")
+        if saved.shape != x.shape:
+            raise UserError(f"checkpoint {where} does not fit the model: {name} has shape "
+                            f"{saved.shape} in the checkpoint but {x.shape} in the model")
+        new.append(jnp.asarray(saved, x.dtype))
+    nnx.update(model, treedef.unflatten(new))
+    return model
+
+
+def _num_outputs(model: nnx.Module) -> int:
+    head = getattr(type(model), "HEAD", None)
+    layer = getattr(model, head, None) if head else None
+    return int(layer.out_features) if isinstance(layer, nnx.Linear) else -1
+
+
+# ---------------------------------------------------------------- predicting
+
+def mean_std(config: ConfigDict, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel `data.mean` and `data.std` of `config`, as training normalises."""
+    out = []
+    for name in ("mean", "std"):
+        v = np.asarray(config.data[name], np.float64).reshape(-1)
+        if v.size not in (1, channels):
+            raise UserError(f"data.{name} has {v.size} values but the images have {channels} "
+                            "channels: give one value or one per channel")
+        out.append(tuple(float(x) for x in np.broadcast_to(v, (channels,))))
+    return out[0], out[1]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "mean", "std", "dtype"))
+def _logits(state, images_BxHxWxC, *, graphdef, mean, std, dtype):
+    model = nnx.merge(graphdef, state)
+    return model(normalize(images_BxHxWxC, mean, std, dtype), train=False).astype(jnp.float32)
+
+
+def predict_logits(model: nnx.Module, images_NxHxWxC: np.ndarray, config: ConfigDict, *,
+                   batch_size: int | None = None) -> np.ndarray:
+    """float32 NxK logits of `model` (inference mode) on uint8 images, normalised as in training.
+
+    Runs in jitted batches of `batch_size` (default `config.train.eval_batch_size`, or the next
+    power of two above N when N is smaller); the last batch is padded, so one size compiles once.
+    """
+    images_NxHxWxC = np.asarray(images_NxHxWxC)
+    if images_NxHxWxC.dtype != np.uint8 or images_NxHxWxC.ndim != 4:
+        raise UserError(f"images are {images_NxHxWxC.dtype} with shape {images_NxHxWxC.shape}: "
+                        "give uint8 NxHxWxC arrays (prepare_images makes them from files)")
+    n = len(images_NxHxWxC)
+    b = int(batch_size or config.train.eval_batch_size)
+    b = max(1, min(b, 1 << max(n - 1, 0).bit_length()))
+    mean, std = mean_std(config, images_NxHxWxC.shape[-1])
+    graphdef, state = nnx.split(model)
+    f = functools.partial(_logits, graphdef=graphdef, mean=mean, std=std,
+                          dtype=models.dtype_of(config.model.dtype))
+    out = []
+    for i in range(0, n, b):
+        chunk = images_NxHxWxC[i:i + b]
+        pad = b - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
+        out.append(np.asarray(f(state, chunk))[:b - pad])
+    if not out:
+        return np.zeros((0, _num_outputs(model)), np.float32)
+    return np.concatenate(out)
+
+
+def confusion_matrix(labels_N: np.ndarray, preds_N: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 KxK counts: row = true class, column = predicted class."""
+    labels_N, preds_N = np.asarray(labels_N).astype(np.int64), np.asarray(preds_N).astype(np.int64)
+    if labels_N.shape != preds_N.shape or labels_N.ndim != 1:
+        raise ValueError(f"labels {labels_N.shape} and predictions {preds_N.shape} must be two "
+                         "vectors of one length")
+    for name, v in (("labels", labels_N), ("predictions", preds_N)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(f"{name} span {v.min()}..{v.max()}, outside 0..{num_classes - 1}")
+    counts = np.bincount(labels_N * num_classes + preds_N, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64)
+
+
+# ---------------------------------------------------------------- images from files
+
+def prepare_images(paths_or_images, image_shape_HxWxC) -> np.ndarray:
+    """uint8 NxHxWxC from image files or Pillow images of any size and mode, converted as the
+    folder loader converts training images (RGB, then bilinear resize to HxW).
+
+    A missing or undecodable file is a UserError naming it.
+    """
+    h, w, c = (int(d) for d in image_shape_HxWxC)
+    if c != 3:
+        raise UserError(f"the model takes {c}-channel images: only RGB (3-channel) models can "
+                        "read image files")
+    out_NxHxWxC = np.empty((len(paths_or_images), h, w, c), np.uint8)
+    for i, item in enumerate(paths_or_images):
+        if isinstance(item, Image.Image):
+            out_NxHxWxC[i] = to_rgb(item, (w, h))
+            continue
+        path = os.fspath(item)
+        if not os.path.isfile(path):
+            raise UserError(f"image {path} does not exist or is not a file: check the path")
+        out_NxHxWxC[i] = _decode(path, path, (w, h))
+    return out_NxHxWxC
