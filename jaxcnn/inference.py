@@ -23,6 +23,7 @@ from ml_collections import ConfigDict
 from PIL import Image
 
 from jaxcnn import checkpoint, models
+from jaxcnn.data import Dataset, load
 from jaxcnn.data.folder import _decode, to_rgb
 from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
@@ -60,9 +61,11 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
             raise UserError(f"checkpoint {ckpt} does not say which model it holds (no 'model' "
                             "or 'num_classes' in its meta): load it with load_run(path, "
                             "model=...)")
-        model = models.create(meta["model"], num_classes=int(meta["num_classes"]),
-                              dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                              rngs=nnx.Rngs(0))
+        # Abstract (shapes only): every array comes from the checkpoint, so initialising
+        # them first would be wasted work, seconds of it for a big model on a CPU.
+        model = nnx.eval_shape(lambda: models.create(
+            meta["model"], num_classes=int(meta["num_classes"]), dtype=config.model.dtype,
+            param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0)))
     load_weights(model, arrays, ckpt)
     k = _num_outputs(model)
     names = tuple(meta.get("class_names") or (str(i) for i in range(k)))
@@ -85,10 +88,13 @@ def load_config(path: str) -> ConfigDict:
                         "train_and_evaluate wrote; give the workdir of a run") from None
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path} ({e}): restore the run's config.json") from None
-    check_config(raw)
     config = default_config()
-    config.update(raw)
-    check_config(config)
+    try:
+        config.update(raw)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} does not fit the config schema ({e}): restore the run's "
+                        "config.json") from None
+    check_config(config)  # refuses fields the schema does not know
     return config
 
 
@@ -179,6 +185,52 @@ def confusion_matrix(labels_N: np.ndarray, preds_N: np.ndarray, num_classes: int
             raise ValueError(f"{name} span {v.min()}..{v.max()}, outside 0..{num_classes - 1}")
     counts = np.bincount(labels_N * num_classes + preds_N, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def metrics(logits_NxK: np.ndarray, labels_N: np.ndarray) -> dict:
+    """Accuracy, mean cross-entropy, count, per-class accuracy and confusion matrix of logits."""
+    logits_NxK, labels_N = np.asarray(logits_NxK, np.float32), np.asarray(labels_N)
+    k = logits_NxK.shape[-1]
+    preds_N = logits_NxK.argmax(-1)
+    x_NxK = logits_NxK.astype(np.float64)
+    top_N = x_NxK.max(-1)
+    logz_N = top_N + np.log(np.exp(x_NxK - top_N[:, None]).sum(-1))
+    loss_N = logz_N - np.take_along_axis(x_NxK, labels_N[:, None].astype(np.int64), -1)[:, 0]
+    cm_KxK = confusion_matrix(labels_N, preds_N, k)
+    per_class = np.diag(cm_KxK) / np.maximum(cm_KxK.sum(1), 1)
+    n = len(labels_N)
+    return {"accuracy": float((preds_N == labels_N).sum()) / max(n, 1),
+            "loss": float(loss_N.sum()) / max(n, 1), "count": n,
+            "per_class_accuracy": [float(a) for a in per_class],
+            "per_class_count": [int(c) for c in cm_KxK.sum(1)],
+            "confusion_matrix": cm_KxK}
+
+
+# ---------------------------------------------------------------- a run's data
+
+def run_dataset(run: Run, spec: str | None = None) -> Dataset:
+    """The data set `run` was trained on (its `data.name`, subset by `data.classes` and
+    `data.train_per_class` as in training), or `spec`, keeping the run's classes by name.
+    """
+    c = run.config
+    data = load(spec or c.data.name, cache_dir=c.data.cache_dir or None)
+    if spec is None and (c.data.classes or c.data.train_per_class):
+        data = data.subset(c.data.classes, c.data.train_per_class)
+    where = f"data set {spec or c.data.name!r}"
+    if "class_names" not in run.meta:  # an older checkpoint: only the count is known
+        if data.num_classes != len(run.class_names):
+            raise UserError(f"{where} has {data.num_classes} classes but the model has "
+                            f"{len(run.class_names)}: give a data set with the run's classes")
+    elif data.class_names != run.class_names:
+        missing = [n for n in run.class_names if n not in data.class_names]
+        if missing:
+            raise UserError(f"{where} lacks the model's classes {', '.join(missing[:5])}: give "
+                            "a data set with the class folders the run was trained on")
+        data = data.subset(list(run.class_names))  # the model's label order
+    if data.image_shape != tuple(run.meta["image_shape"]):
+        raise UserError(f"{where} has {'x'.join(map(str, data.image_shape))} images but the "
+                        f"model takes {'x'.join(map(str, run.meta['image_shape']))}")
+    return data
 
 
 # ---------------------------------------------------------------- images from files

@@ -1,0 +1,74 @@
+"""Evaluate a saved model: `python scripts/evaluate.py runs/digits_cnn [--data SPEC]`.
+
+Prints the accuracy, loss, per-class accuracy and confusion matrix (rows: true class, columns:
+predicted) of a run's latest checkpoint (or the `checkpoints/<step>` directory given), on the
+run's own data set, subset by its `data.classes` / `data.train_per_class` as in training, or on
+another data set spec (`--data folder:photos.tar.gz`) whose classes include the run's.
+`--json out.json` also writes every figure as JSON. On the run's own test set the accuracy is
+the run's final test_accuracy in metrics.jsonl: same model, same images, same normalisation.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxcnn import cli  # noqa: E402
+from jaxcnn.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    from absl import app, flags
+    flags.DEFINE_string("data", None, "another data set spec (default: the run's data.name)")
+    flags.DEFINE_enum("split", "test", ["test", "train"], "which split to evaluate")
+    flags.DEFINE_string("json", None, "also write the results to this JSON file")
+    flags.DEFINE_integer("batch_size", None, "inference batch (default train.eval_batch_size)")
+    flags.DEFINE_bool("debug", False, "show full tracebacks")
+    app.define_help_flags()
+    args = flags.FLAGS(argv)[1:]
+    FLAGS = flags.FLAGS
+    if len(args) != 1:
+        raise UserError(f"give exactly one run workdir (or checkpoint directory), got "
+                            f"{len(args)} arguments: scripts/evaluate.py <workdir> [--data SPEC]")
+
+    from absl import logging
+    logging.set_verbosity(logging.ERROR)
+    from jaxcnn import inference
+    run = inference.load_run(args[0])
+    data = inference.run_dataset(run, FLAGS.data)
+    images, labels = ((data.test_images, data.test_labels) if FLAGS.split == "test"
+                      else (data.train_images, data.train_labels))
+    logits = inference.predict_logits(run.model, images, run.config,
+                                      batch_size=FLAGS.batch_size)
+    m = inference.metrics(logits, labels)
+    print(f"{run.meta['checkpoint']} on {data.name} ({FLAGS.split}, {m['count']} images): "
+          f"accuracy={m['accuracy']:.4f} loss={m['loss']:.4f}")
+    print(format_report(m, run.class_names))
+    if FLAGS.json:
+        out = {"checkpoint": run.meta["checkpoint"], "data": data.name, "split": FLAGS.split,
+               "class_names": list(run.class_names),
+               **{k: v for k, v in m.items() if k != "confusion_matrix"},
+               "confusion_matrix": m["confusion_matrix"].tolist()}
+        with open(FLAGS.json, "w") as f:
+            f.write(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def format_report(m: dict, class_names) -> str:
+    """Per-class accuracy lines, then the confusion matrix (rows true, columns predicted)."""
+    w = max(len(n) for n in class_names)
+    lines = ["per-class accuracy:"]
+    lines += [f"  {n:<{w}}  {a:.4f}  ({c} images)" for n, a, c in
+              zip(class_names, m["per_class_accuracy"], m["per_class_count"], strict=True)]
+    cm = m["confusion_matrix"]
+    cw = max(4, len(str(cm.max())), *(len(str(i)) for i in range(len(class_names))))
+    lines.append("confusion matrix (rows: true class, columns: predicted; column i = class i):")
+    lines.append(" " * (w + 2) + " ".join(f"{i:>{cw}}" for i in range(len(class_names))))
+    lines += [f"  {n:<{w}}" + " ".join(f"{v:>{cw}}" for v in row)
+              for n, row in zip(class_names, cm, strict=True)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    cli.run(main)
