@@ -1,0 +1,103 @@
+"""Export a trained run as a `jax.export` artifact: StableHLO that needs neither flax nor jaxcnn.
+
+    from jaxcnn import export, inference
+    export.export_run(inference.load_run("runs/digits_cnn"), "runs/digits_cnn/export")
+
+writes two files into the output directory:
+  model.jax_export  `jax.export.Exported.serialize()` bytes of `uint8 BxHxWxC images ->
+                    {"logits": float32 BxK, "probabilities": float32 BxK}`, with normalisation
+                    inside, the weights as constants, a symbolic batch size B (any B >= 1), and
+                    lowered for every platform in `platforms` (default cpu and cuda)
+  model.json        what a caller needs around it: class names, image shape, input dtype,
+                    mean/std (already applied inside; for reference), the JAX version that
+                    wrote it and the platforms it runs on
+
+`jaxcnn/serving.py` loads and runs it with only jax, numpy and Pillow. JAX guarantees that a
+serialized artifact can be deserialized and run by a JAX up to 6 months newer, or up to 3 weeks
+older, than the JAX that exported it (docs/export/export.md, "Compatibility guarantees").
+"""
+
+import datetime
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+from flax import nnx
+from jax import export as jax_export
+
+from jaxcnn import models
+from jaxcnn.data.pipeline import normalize
+from jaxcnn.errors import UserError
+from jaxcnn.inference import Run, mean_std
+
+ARTIFACT = "model.jax_export"
+METADATA = "model.json"
+PLATFORMS = ("cpu", "cuda")
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
+
+
+def inference_fn(run: Run):
+    """`uint8 BxHxWxC -> {"logits", "probabilities"}` of `run`'s model, weights closed over."""
+    graphdef, state = nnx.split(run.model)
+    mean, std = mean_std(run.config, int(run.meta["image_shape"][-1]))
+    dtype = models.dtype_of(run.config.model.dtype)
+
+    def serve(images_BxHxWxC):
+        model = nnx.merge(graphdef, state)
+        logits_BxK = model(normalize(images_BxHxWxC, mean, std, dtype), train=False)
+        logits_BxK = logits_BxK.astype(jnp.float32)
+        return {"logits": logits_BxK, "probabilities": jax.nn.softmax(logits_BxK, axis=-1)}
+
+    return serve
+
+
+def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS) -> dict:
+    """Write `model.jax_export` and `model.json` for `run` into `out_dir`; returns the metadata."""
+    unknown = sorted(set(platforms) - set(KNOWN_PLATFORMS))
+    if unknown or not platforms:
+        raise UserError(f"cannot export for platform(s) {', '.join(unknown) or '(none)'}: "
+                        f"choose among {', '.join(KNOWN_PLATFORMS)}")
+    h, w, c = (int(d) for d in run.meta["image_shape"])
+    # One symbolic dimension, the batch: the same artifact serves 1 image or 10,000.
+    (b,) = jax_export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((b, h, w, c), jnp.uint8)
+    try:
+        exported = jax_export.export(jax.jit(inference_fn(run)),
+                                     platforms=tuple(platforms))(spec)
+    except ValueError as e:  # e.g. an unknown platform name
+        raise UserError(f"cannot export for platforms {', '.join(platforms)}: "
+                        f"{str(e).splitlines()[0]}") from None
+    mean, std = mean_std(run.config, c)
+    meta = {
+        "format": "jax.export",
+        "artifact": ARTIFACT,
+        "class_names": list(run.class_names),
+        "image_shape": [h, w, c],
+        "input_dtype": "uint8",
+        "input": "images uint8 BxHxWxC, RGB, 0..255; any batch size B >= 1",
+        "outputs": {"logits": "float32 BxK", "probabilities": "float32 BxK, softmax of logits"},
+        "mean": list(mean), "std": list(std),
+        "normalization": "inside the artifact: (x / 255 - mean) / std",
+        "resize": "bilinear (Pillow), after conversion to RGB",
+        "platforms": list(exported.platforms),
+        "calling_convention_version": exported.calling_convention_version,
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "exported_on": datetime.date.today().isoformat(),
+        "model": run.config.model.name,
+        "checkpoint": run.meta.get("checkpoint"),
+        "step": run.meta.get("step"),
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    _write(os.path.join(out_dir, ARTIFACT), bytes(exported.serialize()))
+    _write(os.path.join(out_dir, METADATA), (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write atomically: a reader never sees half an artifact."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,46 @@
+"""Export a saved model for serving: `python scripts/export.py runs/x [--out runs/x/export]`.
+
+Writes `model.jax_export` (a serialized `jax.export` artifact: uint8 images of any batch size
+in, logits and probabilities out, normalisation inside, lowered for CPU and CUDA) and
+`model.json` (class names, image shape, versions). Run it with `jaxcnn/serving.py`, which needs
+only jax, numpy and Pillow:  python jaxcnn/serving.py runs/x/export img.png --top-k 3
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxcnn import cli  # noqa: E402
+from jaxcnn.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    from absl import app, flags
+    flags.DEFINE_string("out", None, "output directory (default <workdir>/export)")
+    flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for (cpu, cuda, rocm, "
+                      "tpu): the artifact runs on each of them")
+    flags.DEFINE_bool("debug", False, "show full tracebacks")
+    app.define_help_flags()
+    args = flags.FLAGS(argv)[1:]
+    FLAGS = flags.FLAGS
+    if len(args) != 1:
+        raise UserError(f"give exactly one run workdir (or checkpoint directory), got "
+                        f"{len(args)} arguments: scripts/export.py <workdir> [--out DIR]")
+
+    from absl import logging
+    logging.set_verbosity(logging.ERROR)
+    from jaxcnn import export, inference
+    run = inference.load_run(args[0])
+    workdir = os.path.dirname(os.path.dirname(run.meta["checkpoint"]))
+    out = FLAGS.out or os.path.join(workdir, "export")
+    meta = export.export_run(run, out, platforms=tuple(FLAGS.platforms))
+    print(f"exported {run.meta['checkpoint']} to {out}/{export.ARTIFACT} "
+          f"({os.path.getsize(os.path.join(out, export.ARTIFACT)):,} bytes, "
+          f"{len(meta['class_names'])} classes, {'x'.join(map(str, meta['image_shape']))} "
+          f"uint8 images, platforms {', '.join(meta['platforms'])}, jax {meta['jax_version']})")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

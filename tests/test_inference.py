@@ -1,0 +1,240 @@
+"""Using a saved model: load_run, evaluate, predict, export and serve, and their bad input.
+
+One tiny digits run (1 epoch of 500 images) is shared by every test; the scripts run as
+subprocesses, all started at once (`cli_runs`), since each spends seconds importing JAX.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn import export, inference
+from jaxcnn.config import default_config
+from jaxcnn.data import load
+from jaxcnn.errors import UserError
+from jaxcnn.train import train_and_evaluate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+QUIET = dict(progress=False, log=lambda *_: None)
+ATOL = 1e-5  # exported vs in-process logits: the same float32 program, compiled separately
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """configs/digits_cnn.py cut to 1 epoch of 50 images per class: 10 steps of 50."""
+    c = default_config()
+    c.data.name = "digits"
+    c.train.epochs, c.train.batch_size, c.data.train_per_class = 1, 50, 50
+    wd = tmp_path_factory.mktemp("run")
+    result = train_and_evaluate(c, str(wd), **QUIET)
+    return wd, result
+
+
+@pytest.fixture(scope="module")
+def images(trained, tmp_path_factory):
+    """Four test images as PNG, one RGBA 50x40 and one greyscale 32x32 image; their arrays."""
+    d = tmp_path_factory.mktemp("images")
+    test = load("digits").test_images
+    paths, expected = [], []
+    for i in range(4):
+        paths.append(d / f"test{i}.png")
+        Image.fromarray(test[i]).save(paths[-1])
+        expected.append(test[i])  # PNG is lossless
+    big = Image.fromarray(test[4]).resize((50, 40), Image.Resampling.NEAREST)
+    big.convert("RGBA").save(d / "rgba.png")  # opaque: dropping alpha gives `big` back
+    paths.append(d / "rgba.png")
+    expected.append(np.asarray(big.resize((32, 32), Image.Resampling.BILINEAR)))
+    grey = Image.fromarray(test[5]).convert("L")
+    grey.save(d / "grey.png")
+    paths.append(d / "grey.png")
+    expected.append(np.repeat(np.asarray(grey)[..., None], 3, axis=-1))
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really" * 10)
+    return [str(p) for p in paths], np.stack(expected), d
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    meta = export.export_run(inference.load_run(str(trained[0])), str(out))
+    return out, meta
+
+
+_SERVE = """
+import contextlib, io, json, sys
+import numpy as np
+import serving
+model = serving.load(sys.argv[1])
+x = np.load(sys.argv[2])
+outs = {f"{k}_{n}": v for n in (3, 7) for k, v in serving.classify(model, x[:n]).items()}
+np.savez(sys.argv[3], **outs)
+rc = serving.main([sys.argv[1], *sys.argv[6:], "--top-k", "2", "--json", sys.argv[4]])
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    bad = [serving.main([sys.argv[1], p]) for p in ("missing.png", sys.argv[5])]
+print(json.dumps({"rc": rc, "bad": bad, "err": err.getvalue(),
+                  "modules": sorted(m for m in sys.modules
+                                    if m.split(".")[0] in ("flax", "jaxcnn", "optax", "orbax"))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_runs(trained, images, exported, tmp_path_factory):
+    """Every script run this module checks, started together, finished when they all are."""
+    wd, (paths, arrays, d) = str(trained[0]), images
+    tmp = tmp_path_factory.mktemp("cli")
+    empty = tmp / "empty"
+    empty.mkdir()
+    shutil.copy(REPO / "jaxcnn" / "serving.py", tmp / "serving.py")  # alone, as users copy it
+    np.save(tmp / "x.npy", np.concatenate([arrays, arrays[:1]]))  # 7 images
+    py = [sys.executable]
+    runs = {
+        "evaluate": py + ["scripts/evaluate.py", wd, "--json", str(tmp / "eval.json")],
+        "predict": py + ["scripts/predict.py", wd, *paths, "--top-k", "3", "--json",
+                         str(tmp / "pred.json")],
+        "serve": py + ["-c", textwrap.dedent(_SERVE), str(exported[0]), str(tmp / "x.npy"),
+                       str(tmp / "serve.npz"), str(tmp / "serve.json"), str(d / "corrupt.png"),
+                       *paths],
+        "no_checkpoint": py + ["scripts/evaluate.py", str(empty)],
+        "missing_image": py + ["scripts/predict.py", wd, paths[0], str(d / "missing.png")],
+        "corrupt_image": py + ["scripts/predict.py", wd, paths[0], str(d / "corrupt.png")],
+    }
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = {k: subprocess.Popen(cmd, cwd=tmp if k == "serve" else REPO, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for k, cmd in runs.items()}
+    outs = {k: p.communicate(timeout=240) for k, p in procs.items()}
+    return {k: (procs[k].returncode, *outs[k]) for k in procs}, tmp
+
+
+def _ok(cli_runs, name):
+    rc, out, err = cli_runs[0][name]
+    assert rc == 0, err[-3000:]
+    return out
+
+
+def test_load_run_restores_the_trained_model_from_a_workdir_or_checkpoint(trained):
+    wd, result = trained
+    step = max(int(p.name) for p in (wd / "checkpoints").iterdir())
+    for path in (wd, wd / "checkpoints" / str(step)):
+        run = inference.load_run(str(path))
+        assert run.class_names == tuple(str(i) for i in range(10))
+        assert run.meta["image_shape"] == (32, 32, 3) and run.meta["step"] == step == 10
+        assert run.config.train.batch_size == 50 and run.config.data.name == "digits"
+        for a, b in zip(jax.tree.leaves(run.model), jax.tree.leaves(result.model), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_predict_logits_batches_are_padded_and_agree(trained):
+    run = inference.load_run(str(trained[0]))
+    x = load("digits").test_images[:37]
+    full = inference.predict_logits(run.model, x, run.config)
+    by_8 = inference.predict_logits(run.model, x, run.config, batch_size=8)  # 5 batches, 3 pad
+    assert full.shape == (37, 10) and full.dtype == np.float32
+    np.testing.assert_allclose(by_8, full, atol=1e-5)
+    assert inference.predict_logits(run.model, x[:0], run.config).shape == (0, 10)
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = inference.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    with pytest.raises(ValueError, match="outside 0..2"):
+        inference.confusion_matrix([0, 3], [0, 0], 3)
+
+
+def test_evaluate_equals_the_runs_final_test_accuracy(trained, cli_runs):
+    wd, result = trained
+    final = json.loads((wd / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final == result.final
+    out = _ok(cli_runs, "evaluate")
+    rep = json.loads((cli_runs[1] / "eval.json").read_text())
+    assert rep["count"] == 360 and rep["split"] == "test"
+    assert rep["accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
+    # the loss is summed in float32 on the device in training, in float64 here
+    assert rep["loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+    cm = np.asarray(rep["confusion_matrix"])
+    assert cm.sum() == 360 and np.trace(cm) == round(rep["accuracy"] * 360)
+    np.testing.assert_allclose(rep["per_class_accuracy"], np.diag(cm) / cm.sum(1))
+    assert f"accuracy={final['test_accuracy']:.4f}" in out and "confusion matrix" in out
+
+
+def test_prepare_images_converts_like_the_folder_loader(images):
+    paths, expected, d = images
+    np.testing.assert_array_equal(inference.prepare_images(paths, (32, 32, 3)), expected)
+    with Image.open(paths[4]) as im:  # Pillow images too, whatever their mode
+        np.testing.assert_array_equal(inference.prepare_images([im], (32, 32, 3))[0],
+                                      expected[4])
+    with pytest.raises(UserError, match=r"image .*missing.png does not exist"):
+        inference.prepare_images([str(d / "missing.png")], (32, 32, 3))
+    with pytest.raises(UserError, match=r"cannot decode image .*corrupt.png"):
+        inference.prepare_images([str(d / "corrupt.png")], (32, 32, 3))
+
+
+def test_predict_gives_the_argmax_of_the_models_logits(trained, images, cli_runs):
+    paths, arrays, _ = images
+    run = inference.load_run(str(trained[0]))
+    probs = np.asarray(jax.nn.softmax(inference.predict_logits(run.model, arrays, run.config)))
+    out = _ok(cli_runs, "predict")
+    rows = json.loads((cli_runs[1] / "pred.json").read_text())
+    assert [r["image"] for r in rows] == paths
+    for r, p in zip(rows, probs, strict=True):
+        assert [t["index"] for t in r["top_k"]] == list(np.argsort(-p, kind="stable")[:3])
+        assert r["top_k"][0]["class"] == run.class_names[int(p.argmax())]
+        np.testing.assert_allclose([t["probability"] for t in r["top_k"]],
+                                   np.sort(p)[::-1][:3], atol=1e-6)
+    assert out.count("  1. ") == len(paths) and out.split("\n")[0] == paths[0]
+
+
+def test_exported_model_matches_in_a_process_without_flax_or_jaxcnn(trained, images, exported,
+                                                                   cli_runs):
+    out_dir, meta = exported
+    assert meta["platforms"] == ["cpu", "cuda"] and meta["jax_version"] == jax.__version__
+    assert meta["class_names"] == [str(i) for i in range(10)] and meta["input_dtype"] == "uint8"
+    assert json.loads((out_dir / "model.json").read_text()) == meta
+    report = json.loads(_ok(cli_runs, "serve").strip().splitlines()[-1])
+    assert report["modules"] == [], report["modules"]  # jax, numpy and Pillow only
+    assert report["rc"] == 0 and report["bad"] == [2, 2], report
+    assert "missing.png does not exist" in report["err"] and "cannot decode" in report["err"]
+    run = inference.load_run(str(trained[0]))
+    x = np.load(cli_runs[1] / "x.npy")
+    logits = inference.predict_logits(run.model, x, run.config)
+    served = np.load(cli_runs[1] / "serve.npz")
+    for n in (3, 7):  # two batch sizes through one artifact: the batch is symbolic
+        np.testing.assert_allclose(served[f"logits_{n}"], logits[:n], atol=ATOL)
+        np.testing.assert_allclose(served[f"probabilities_{n}"],
+                                   jax.nn.softmax(logits[:n]), atol=ATOL)
+    rows = json.loads((cli_runs[1] / "serve.json").read_text())
+    pred = json.loads((cli_runs[1] / "pred.json").read_text())
+    assert [r["top_k"][0]["index"] for r in rows] == [r["top_k"][0]["index"] for r in pred]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_checkpoint", "no checkpoint in "),
+    ("missing_image", "missing.png does not exist or is not a file"),
+    ("corrupt_image", "cannot decode image "),
+])
+def test_bad_input_is_one_line_and_exit_2(cli_runs, name, message):
+    rc, out, err = cli_runs[0][name]
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_load_run_refuses_a_workdir_without_checkpoint_or_config(trained, tmp_path):
+    with pytest.raises(UserError, match="no checkpoint in"):
+        inference.load_run(str(tmp_path))
+    with pytest.raises(UserError, match="no checkpoint at"):
+        inference.load_run(str(tmp_path / "nope"))
+    wd = tmp_path / "copy"
+    shutil.copytree(trained[0] / "checkpoints", wd / "checkpoints")
+    with pytest.raises(UserError, match="config.json does not exist"):
+        inference.load_run(str(wd))
