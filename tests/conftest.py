@@ -36,3 +36,36 @@ def cifar10_jpeg_cache_dir(tmp_path_factory) -> pathlib.Path:
 def cifar10_jpeg(cifar10_jpeg_path, cifar10_jpeg_cache_dir) -> Dataset:
     """CIFAR-10 (JPEG copy): 50,000 train / 10,000 test uint8 32x32x3 images, 10 classes."""
     return load(f"folder:{cifar10_jpeg_path}", cache_dir=cifar10_jpeg_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A tiny digits run, stopped in epoch 2 and resumed: 300 train images, 2 epochs x 9 steps.
+
+    The first segment stops after step 13 and its checkpoint there is deleted, as if the process
+    had been killed after logging step 12: the second segment resumes from the checkpoint of
+    step 9 and logs steps 12, 15, 18 (`train.log_every_steps=3`) again. Returns (workdir,
+    config, the second segment's log lines).
+    """
+    import shutil
+
+    from jaxcnn import train_and_evaluate
+    from jaxcnn.config import default_config
+
+    config = default_config()
+    config.data.name = "digits"
+    config.data.train_per_class = 30
+    config.train.epochs = 2
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 120  # 360 test images: 3 batches, no padding
+    config.train.log_every_steps = 3
+    config.optim.schedule = "cosine"  # a learning rate that changes from step to step
+    workdir = tmp_path_factory.mktemp("digits_run")
+    first = train_and_evaluate(config, str(workdir), progress=False, log=lambda *_: None,
+                               stop_at_step=13)
+    assert first.stopped == "stop_at_step"
+    shutil.rmtree(workdir / "checkpoints" / "13")
+    lines = []
+    second = train_and_evaluate(config, str(workdir), progress=False, log=lines.append)
+    assert second.stopped is None and len(second.history) == 2
+    return workdir, config, lines
