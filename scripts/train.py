@@ -52,6 +52,8 @@ def main(argv: list[str]) -> int:
     if result.stopped:
         return 128 + signal.Signals[result.stopped].value
     if parallel.is_main_process():
+        from jaxcnn import plots
+        print(f"plots: {', '.join(plots.plot_run(workdir, model=result.model, config=config))}")
         print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
     return 0
 

@@ -1,0 +1,130 @@
+"""Pictures of a run, as PNG files in `<workdir>/plots/`: curves, confusion matrix, predictions.
+
+    python3 scripts/plot.py runs/digits_cnn  # scripts/train.py also writes them at the end
+
+`curves.png`: train and test loss and accuracy per epoch, from metrics.jsonl.
+`confusion_matrix.png`: test set counts, rows true class, columns predicted.
+`predictions.png`: the first test images with predicted and true labels, wrong ones in red.
+
+Figures are built with matplotlib's object API and rendered by its Agg canvas: no pyplot, so
+nothing changes the backend or global state of a program (a notebook) that imports jaxcnn.
+"""
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxcnn import logs
+from jaxcnn.errors import UserError
+
+WRONG = "tab:red"
+
+
+def _save(fig: Figure, path: str) -> str:
+    FigureCanvasAgg(fig)  # attach the Agg canvas: PNG output without pyplot
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def plot_curves(history: list[dict], path: str) -> str:
+    """Loss and accuracy, train and test, against the epoch: one row of two panels."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    epochs = [r["epoch"] for r in history]
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for split in ("train", "test"):
+            ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], marker="o", label=split)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    last = history[-1]
+    fig.suptitle(f"test accuracy {last['test_accuracy']:.4f} after {last['epoch']} epochs")
+    return _save(fig, path)
+
+
+def plot_confusion(cm_KxK: np.ndarray, class_names, path: str) -> str:
+    """Counts, coloured by the share of each true class (row); numbers written when K <= 20."""
+    k = len(cm_KxK)
+    size = min(3 + 0.45 * k, 16)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.subplots()
+    rows = np.maximum(cm_KxK.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(cm_KxK / rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    if k <= 20:
+        ticks = np.arange(k)
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, class_names)
+        for i in range(k):
+            for j in range(k):
+                share = cm_KxK[i, j] / rows[i, 0]
+                ax.text(j, i, str(cm_KxK[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share > 0.5 else "black")
+    accuracy = np.trace(cm_KxK) / max(cm_KxK.sum(), 1)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"confusion matrix: {cm_KxK.sum()} test images, accuracy {accuracy:.4f}")
+    return _save(fig, path)
+
+
+def plot_predictions(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, preds_N: np.ndarray,
+                     class_names, path: str, *, columns: int = 8) -> str:
+    """A grid of uint8 images titled `predicted (true)`; wrong ones in red with a red frame."""
+    n = len(images_NxHxWxC)
+    rows = -(-n // columns)
+    fig = Figure(figsize=(1.5 * columns, 1.6 * rows), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, columns, squeeze=False)).reshape(-1)
+    for ax in axes[n:]:
+        ax.axis("off")
+    wrong = 0
+    for ax, image, label, pred in zip(axes[:n], images_NxHxWxC, labels_N, preds_N, strict=True):
+        gray = image.shape[-1] == 1
+        ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None,
+                  interpolation="nearest")
+        ok = int(label) == int(pred)
+        wrong += not ok
+        ax.set_title(class_names[pred] if ok else f"{class_names[pred]} ({class_names[label]})",
+                     fontsize=8, color="black" if ok else WRONG)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set(visible=not ok, color=WRONG, linewidth=3)
+    fig.suptitle(f"first {n} test images: predicted (true); {wrong} wrong, in red")
+    return _save(fig, path)
+
+
+def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> list[str]:
+    """Write curves, confusion matrix and predictions of a run into `<workdir>/plots/`.
+
+    The model and config default to the run's latest checkpoint and config.json; pass the
+    trained `model` and `config` at the end of a run to skip reloading them. The test set is
+    the run's data set, subset by `data.classes` / `data.train_per_class` as in training.
+    Returns the paths written.
+    """
+    from jaxcnn import inference
+    from jaxcnn.data import load
+    metrics = os.path.join(workdir, logs.METRICS_FILE)
+    if not os.path.isfile(metrics):
+        raise UserError(f"{metrics} does not exist: give the workdir of a run that has finished "
+                        "at least one epoch")
+    history = logs.read_metrics(workdir)
+    if not history:
+        raise UserError(f"{metrics} has no epochs yet: plot once the run has finished one")
+    if model is None or config is None:
+        run = inference.load_run(workdir)
+        model, config = run.model, run.config
+    data = load(config.data.name, cache_dir=config.data.cache_dir or None)
+    if config.data.classes or config.data.train_per_class:
+        data = data.subset(config.data.classes, config.data.train_per_class)
+    preds_N = inference.predict_logits(model, data.test_images, config).argmax(-1)
+    cm_KxK = inference.confusion_matrix(data.test_labels, preds_N, data.num_classes)
+    out = os.path.join(workdir, "plots")
+    os.makedirs(out, exist_ok=True)
+    n = min(num_images, len(preds_N))
+    return [
+        plot_curves(history, os.path.join(out, "curves.png")),
+        plot_confusion(cm_KxK, data.class_names, os.path.join(out, "confusion_matrix.png")),
+        plot_predictions(data.test_images[:n], data.test_labels[:n], preds_N[:n],
+                         data.class_names, os.path.join(out, "predictions.png")),
+    ]
