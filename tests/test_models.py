@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxcnn import models
 from jaxcnn.errors import UserError
-from jaxcnn.models.layers import conv3x3_cpu, max_pool_2x2
+from jaxcnn.models.layers import conv3x3_cpu, max_pool_2x2, micro_batch_size
 
 
 @pytest.mark.parametrize("name, classes, count", [
@@ -94,3 +94,19 @@ def test_cnn_takes_the_cpu_conv_path_on_cpu(monkeypatch):
     model(jnp.zeros((2, 32, 32, 3)))
     expected = [(2, 32, 32, 3), (2, 16, 16, 32)] if jax.default_backend() == "cpu" else []
     assert calls == expected
+
+
+def test_micro_batch_sizes():
+    assert micro_batch_size(1024) == 64
+    assert micro_batch_size(1000) == 50  # the divisor nearest 64 in [32, 128]
+    assert micro_batch_size(128) is None  # small batches run whole
+    assert micro_batch_size(257) is None  # prime: no micro-batch divides it
+
+
+def test_cnn_inference_in_micro_batches_equals_whole_batch():
+    model = models.create("cnn", num_classes=10, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (192, 32, 32, 3))  # 3 micro-batches of 64
+    whole = jax.jit(lambda x: model(x, train=True))(x)  # the training path runs whole batches
+    micro = jax.jit(lambda x: model(x, train=False))(x)
+    np.testing.assert_allclose(micro, whole, rtol=0, atol=1e-5)
+    assert "while" in jax.jit(lambda x: model(x)).lower(x).as_text()  # really looped on CPU

@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcnn.models.layers import conv_general_dilated, max_pool_2x2, torch_default_init
+from jaxcnn.models.layers import (
+    conv_general_dilated,
+    max_pool_2x2,
+    micro_batched,
+    torch_default_init,
+)
 
 
 def _conv(cin: int, cout: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
@@ -38,11 +43,16 @@ class CNN(nnx.Module):
         self.fc1 = _dense(flat, hidden, dtype, param_dtype, rngs)
         self.fc2 = _dense(hidden, num_classes, dtype, param_dtype, rngs)
 
-    def __call__(self, x_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or BatchNorm in the seed network
+    def features(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        """The conv stack: B x H/4 x W/4 x 2*width."""
         # max-pool before ReLU: relu(max(x)) == max(relu(x)) and it is 4x less ReLU work.
         x = jax.nn.relu(max_pool_2x2(self.conv1(x_BxHxWxC)))
-        x = jax.nn.relu(max_pool_2x2(self.conv2(x)))
+        return jax.nn.relu(max_pool_2x2(self.conv2(x)))
+
+    def __call__(self, x_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
+        # No dropout or BatchNorm in the seed network; `train` only picks the execution:
+        # inference runs the conv stack in micro-batches on the CPU (see `micro_batched`).
+        x = self.features(x_BxHxWxC) if train else micro_batched(self.features, x_BxHxWxC)
         x = x.reshape(x.shape[0], -1)
         x = jax.nn.relu(self.fc1(x))
         return self.fc2(x)
