@@ -4,7 +4,8 @@
 
 `curves.png`: train and test loss and accuracy per epoch, from metrics.jsonl.
 `confusion_matrix.png`: test set counts, rows true class, columns predicted.
-`predictions.png`: the first test images with predicted and true labels, wrong ones in red.
+`predictions.png`: test images spread evenly over the test set (folder data sets are sorted by
+class), with predicted and true labels, wrong ones in red.
 
 Figures are built with matplotlib's object API and rendered by its Agg canvas: no pyplot, so
 nothing changes the backend or global state of a program (a notebook) that imports jaxcnn.
@@ -52,7 +53,7 @@ def plot_confusion(cm_KxK: np.ndarray, class_names, path: str) -> str:
     ax = fig.subplots()
     rows = np.maximum(cm_KxK.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(cm_KxK / rows, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
     if k <= 20:
         ticks = np.arange(k)
         ax.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -69,7 +70,8 @@ def plot_confusion(cm_KxK: np.ndarray, class_names, path: str) -> str:
 
 
 def plot_predictions(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, preds_N: np.ndarray,
-                     class_names, path: str, *, columns: int = 8) -> str:
+                     class_names, path: str, *, columns: int = 8,
+                     title: str = "test images") -> str:
     """A grid of uint8 images titled `predicted (true)`; wrong ones in red with a red frame."""
     n = len(images_NxHxWxC)
     rows = -(-n // columns)
@@ -90,7 +92,7 @@ def plot_predictions(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, preds_N: 
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set(visible=not ok, color=WRONG, linewidth=3)
-    fig.suptitle(f"first {n} test images: predicted (true); {wrong} wrong, in red")
+    fig.suptitle(f"{title}: predicted (true); {wrong} wrong, in red")
     return _save(fig, path)
 
 
@@ -121,10 +123,12 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     cm_KxK = inference.confusion_matrix(data.test_labels, preds_N, data.num_classes)
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
-    n = min(num_images, len(preds_N))
+    # evenly spaced: the first images of a folder data set are all of its first class
+    idx_n = np.linspace(0, len(preds_N) - 1, min(num_images, len(preds_N))).astype(int)
     return [
         plot_curves(history, os.path.join(out, "curves.png")),
         plot_confusion(cm_KxK, data.class_names, os.path.join(out, "confusion_matrix.png")),
-        plot_predictions(data.test_images[:n], data.test_labels[:n], preds_N[:n],
-                         data.class_names, os.path.join(out, "predictions.png")),
+        plot_predictions(data.test_images[idx_n], data.test_labels[idx_n], preds_N[idx_n],
+                         data.class_names, os.path.join(out, "predictions.png"),
+                         title=f"{len(idx_n)} of {len(preds_N)} test images, evenly spaced"),
     ]
