@@ -16,6 +16,7 @@ import numpy as np
 class Batch(NamedTuple):
     image: jax.Array  # uint8 BxHxWxC
     label: jax.Array  # int32 B
+    index: jax.Array | None = None  # int32 B: each image's row in the data set (alternating flip)
 
 
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
@@ -27,13 +28,18 @@ def take_batch(images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Arr
                batch_size: int) -> Batch:
     """Batch `i` of an epoch whose order is `perm`, gathered on the device."""
     idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-    return Batch(images[idx], labels[idx])
+    return Batch(images[idx], labels[idx], idx)
 
 
-def random_crop(key: jax.Array, x_BxHxWxC: jax.Array, padding: int) -> jax.Array:
-    """Zero-pad by `padding` and crop back to HxW at a random offset per image."""
+def random_crop(key: jax.Array, x_BxHxWxC: jax.Array, padding: int, fill: str = "zero"
+                ) -> jax.Array:
+    """Pad by `padding` and crop back to HxW at a random offset per image.
+
+    `fill`: "zero" pads with black; "reflect" mirrors the border (airbench's translate, which
+    never shows the network an artificial edge)."""
     b, h, w, c = x_BxHxWxC.shape
-    xp = jnp.pad(x_BxHxWxC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    xp = jnp.pad(x_BxHxWxC, pad, mode="reflect") if fill == "reflect" else jnp.pad(x_BxHxWxC, pad)
     offsets_Bx2 = jax.random.randint(key, (b, 2), 0, 2 * padding + 1)
 
     def crop(img, off):
@@ -48,12 +54,28 @@ def random_flip(key: jax.Array, x_BxHxWxC: jax.Array) -> jax.Array:
     return jnp.where(flip_B[:, None, None, None], x_BxHxWxC[:, :, ::-1, :], x_BxHxWxC)
 
 
-def augment(key: jax.Array, x_BxHxWxC: jax.Array, crop_padding: int, flip: bool) -> jax.Array:
-    """Random crop (if `crop_padding` > 0) then random flip (if `flip`), on uint8 images."""
+def alternating_flip(key: jax.Array, batch: Batch, epoch: int | jax.Array) -> Batch:
+    """airbench's flip: a fixed random half of the data set (drawn from `key` by each image's
+    row, `batch.index`) is mirrored in even epochs, the other half in odd epochs.
+
+    Every image is seen both ways in every two epochs, where independent random flips show the
+    same side twice in a row half the time: more distinct views for the same number of epochs.
+    """
+    first_B = jax.vmap(lambda j: jax.random.bernoulli(jax.random.fold_in(key, j)))(batch.index)
+    flip_B = first_B ^ (jnp.asarray(epoch) % 2 == 1)
+    x = jnp.where(flip_B[:, None, None, None], batch.image[:, :, ::-1, :], batch.image)
+    return batch._replace(image=x)
+
+
+def augment(key: jax.Array, x_BxHxWxC: jax.Array, crop_padding: int, flip: bool | str,
+            crop_fill: str = "zero") -> jax.Array:
+    """Random crop (if `crop_padding` > 0) then random flip (if `flip` is True or "random"), on
+    uint8 images. `flip="alternating"` is done where batches are gathered (`alternating_flip`),
+    since it depends on the image's row and the epoch."""
     k_crop, k_flip = jax.random.split(key)
     if crop_padding:
-        x_BxHxWxC = random_crop(k_crop, x_BxHxWxC, crop_padding)
-    if flip:
+        x_BxHxWxC = random_crop(k_crop, x_BxHxWxC, crop_padding, crop_fill)
+    if flip is True or flip == "random":
         x_BxHxWxC = random_flip(k_flip, x_BxHxWxC)
     return x_BxHxWxC
 
@@ -84,9 +106,10 @@ class HostBatches:
         for i in range(start, len(perm) // b):
             idx = perm[i * b:(i + 1) * b]
             if sharding is None:
-                yield Batch(*jax.device_put((self.images[idx], self.labels[idx])))
+                yield Batch(*jax.device_put((self.images[idx], self.labels[idx],
+                                             idx.astype(np.int32))))
                 continue
             mine = idx[proc * b // n_proc:(proc + 1) * b // n_proc]
-            yield Batch(*(jax.make_array_from_process_local_data(sharding, a[mine], (b,) +
-                                                                 a.shape[1:])
-                          for a in (self.images, self.labels)))
+            yield Batch(*(jax.make_array_from_process_local_data(sharding, a, (b,) + a.shape[1:])
+                          for a in (self.images[mine], self.labels[mine],
+                                    mine.astype(np.int32))))

@@ -4,11 +4,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn.errors import UserError
+from jaxcnn.models.airbench import Airbench
 from jaxcnn.models.cnn import CNN
 from jaxcnn.models.layers import count_params
 from jaxcnn.models.resnet import ResNet, ResNet18, ResNet20
 
 MODELS = {
+    "airbench": Airbench,
     "cnn": CNN,
     "resnet20": ResNet20,
     "resnet18": ResNet18,
@@ -29,6 +31,13 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype="float32",
                         rngs=rngs, **kwargs)
 
 
+def options(model_cfg) -> dict:
+    """Constructor options of model `model_cfg.name` from its config subgroup (`model.airbench`
+    for `airbench`); {} for a model without one."""
+    sub = model_cfg.get(model_cfg.name)
+    return dict(sub.to_dict()) if sub is not None and hasattr(sub, "to_dict") else {}
+
+
 def dtype_of(d):
     """A dtype from its name (float32, bfloat16, float16) or as given."""
     if isinstance(d, str):
@@ -38,4 +47,5 @@ def dtype_of(d):
     return d
 
 
-__all__ = ["CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create", "dtype_of"]
+__all__ = ["Airbench", "CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create",
+           "dtype_of", "options"]
