@@ -5,7 +5,7 @@ applies `--config.<group>.<field>=<value>` on top; `check_config` refuses unknow
 """
 
 import ml_collections
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from jaxcnn.errors import UserError
 
@@ -17,11 +17,23 @@ def default_config() -> ConfigDict:
     """Every field with its default: the seed's CIFAR-10 recipe (Adam 1e-3, batch 64, 10 epochs)."""
     c = ConfigDict()
     c.seed = 0  # one seed drives init, data order and augmentation
+    # float32 | bf16: bf16 computes convolutions and matmuls in bfloat16 (GPUs' fast path) while
+    # parameters, optimizer state, BatchNorm statistics and the loss stay float32. On CPUs
+    # without bf16 matmul kernels it is slower: keep float32 there.
+    c.precision = "float32"
 
     c.model = ConfigDict()
-    c.model.name = "cnn"  # cnn | resnet20 | resnet18
-    c.model.dtype = "float32"  # compute dtype of convolutions and matmuls
+    c.model.name = "cnn"  # cnn | resnet20 | resnet18 | airbench
+    c.model.dtype = "float32"  # compute dtype with precision=float32 (`compute_dtype`)
     c.model.param_dtype = "float32"  # storage dtype of parameters
+    # Constructor options of model `airbench` (jaxcnn/models/airbench.py says what each does).
+    c.model.airbench = ConfigDict()
+    c.model.airbench.widths = (64, 256, 256)  # channels of the three conv groups
+    c.model.airbench.whiten = True  # first layer: frozen patch whitening set from training data
+    c.model.airbench.dirac = True  # 3x3 convs start as the identity on their first channels
+    c.model.airbench.bn_scale = False  # False: BatchNorm scale frozen at 1, only the bias learns
+    c.model.airbench.bn_momentum = 0.6  # weight of the old running statistic (flax convention)
+    c.model.airbench.logit_scale = 1 / 9  # logits x this
 
     c.data = ConfigDict()
     c.data.name = "cifar10"  # cifar10 | cifar100 | digits | synthetic | folder:<path> | tfds:<name>
@@ -29,7 +41,10 @@ def default_config() -> ConfigDict:
     c.data.mean = (0.5, 0.5, 0.5)  # per channel, on the 0..1 scale
     c.data.std = (0.5, 0.5, 0.5)
     c.data.crop_padding = 0  # random crop after zero-padding by this many pixels; 0 = off
-    c.data.flip = False  # random horizontal flip
+    # horizontal flip: False | True (random, p=1/2) | "alternating" (airbench: a fixed random half
+    # of the images mirrored in even epochs, the other half in odd epochs)
+    c.data.flip = config_dict.FieldReference(False, field_type=object)
+    c.data.crop_fill = "zero"  # zero | reflect: what the crop's padding shows (airbench: reflect)
     c.data.on_device = "auto"  # auto | yes | no: keep the uint8 data set on the device
     c.data.classes = ""  # keep only these classes (comma list of names or indices), relabelled
     #                      0..k-1 in that order; "" = all
@@ -46,12 +61,24 @@ def default_config() -> ConfigDict:
     c.optim.b1 = 0.9  # adam/adamw
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
+    # airbench's refinements (jaxcnn/optim.py, make_train_optimizer); not with fine-tuning
+    c.optim.decoupled_hparams = False  # sgd: learning_rate and weight_decay per 1024 examples,
+    #                                    step independent of momentum, decay of learning rate
+    c.optim.bias_lr_scale = 1.0  # learning rate x this for BatchNorm parameters, decay step kept
+    c.optim.whiten_bias_epochs = 0  # train the whitening layer's bias for N epochs only; 0 = all
+    c.optim.lookahead_every = 0  # every N steps reset the weights to their running average; 0 = off
 
     c.train = ConfigDict()
     c.train.epochs = 10
     c.train.batch_size = 64  # global batch, split over all devices
     c.train.eval_batch_size = 1000  # rounded up to a multiple of the device count
     c.train.label_smoothing = 0.0
+    c.train.steps_per_call = 0  # data on the device: optimizer steps per compiled call (one
+    #                             lax.fori_loop); 0 = auto by backend (train.AUTO_STEPS_PER_CALL)
+    c.train.tta_level = 0  # test-time augmentation of the final evaluation: 0 none, 1 mirror,
+    #                        2 mirror + 1-pixel shifts (jaxcnn/tta.py); other epochs: none
+    c.train.log_every_steps = 50  # TensorBoard: learning rate, running train loss and step time
+    #                               every N steps (each point waits for the device); 0 = off
 
     # Only with a workdir: <workdir>/checkpoints/<step>; a rerun with the same workdir resumes.
     c.checkpoint = ConfigDict()
@@ -84,10 +111,19 @@ def check_config(config: ConfigDict) -> None:
         v = t[name]
         if not isinstance(v, int) or v < 1:
             raise UserError(f"train.{name} must be a positive integer, got {v!r}")
+    if not isinstance(t.steps_per_call, int) or t.steps_per_call < 0:
+        raise UserError(f"train.steps_per_call must be an integer >= 0 (0 = auto), got "
+                        f"{t.steps_per_call!r}")
+    if not isinstance(t.log_every_steps, int) or t.log_every_steps < 0:
+        raise UserError(f"train.log_every_steps must be an integer >= 0, got "
+                        f"{t.log_every_steps!r}")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise UserError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    if config.precision not in ("float32", "bf16"):
+        raise UserError(f"precision must be float32 or bf16, got {config.precision!r}")
     if not config.optim.learning_rate > 0:
         raise UserError(f"optim.learning_rate must be > 0, got {config.optim.learning_rate}")
+    _check_recipe_fields(config)
     if config.data.on_device not in ("auto", "yes", "no"):
         raise UserError(f"data.on_device must be auto, yes or no, got {config.data.on_device!r}")
     if config.data.crop_padding < 0:
@@ -114,6 +150,27 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(f.unfreeze_after_epochs, int) or f.unfreeze_after_epochs < 0:
         raise UserError(f"finetune.unfreeze_after_epochs must be an integer >= 0, got "
                         f"{f.unfreeze_after_epochs!r}")
+
+
+def compute_dtype(config: ConfigDict) -> str:
+    """The dtype convolutions and matmuls run in: bfloat16 for precision=bf16, else model.dtype."""
+    return "bfloat16" if config.precision == "bf16" else config.model.dtype
+
+
+def _check_recipe_fields(config: ConfigDict) -> None:
+    """The fields airbench's recipe added: flip modes, crop fill, TTA, optimizer refinements."""
+    d, o = config.data, config.optim
+    if d.flip not in (False, True, "none", "random", "alternating"):
+        raise UserError(f"data.flip must be False, True (random) or alternating, got {d.flip!r}")
+    if d.crop_fill not in ("zero", "reflect"):
+        raise UserError(f"data.crop_fill must be zero or reflect, got {d.crop_fill!r}")
+    if config.train.tta_level not in (0, 1, 2):
+        raise UserError(f"train.tta_level must be 0, 1 or 2, got {config.train.tta_level!r}")
+    if not o.bias_lr_scale > 0:
+        raise UserError(f"optim.bias_lr_scale must be > 0, got {o.bias_lr_scale}")
+    for name in ("whiten_bias_epochs", "lookahead_every"):
+        if not isinstance(o[name], int) or o[name] < 0:
+            raise UserError(f"optim.{name} must be an integer >= 0, got {o[name]!r}")
 
 
 def _paths(c: ConfigDict, prefix: str = "") -> list[str]:

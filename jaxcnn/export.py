@@ -28,6 +28,7 @@ from flax import nnx
 from jax import export as jax_export
 
 from jaxcnn import models
+from jaxcnn.config import compute_dtype
 from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
 from jaxcnn.inference import Run, mean_std
@@ -42,7 +43,7 @@ def inference_fn(run: Run):
     """`uint8 BxHxWxC -> {"logits", "probabilities"}` of `run`'s model, weights closed over."""
     graphdef, state = nnx.split(run.model)
     mean, std = mean_std(run.config, int(run.meta["image_shape"][-1]))
-    dtype = models.dtype_of(run.config.model.dtype)
+    dtype = models.dtype_of(compute_dtype(run.config))
 
     def serve(images_BxHxWxC):
         model = nnx.merge(graphdef, state)

@@ -23,6 +23,7 @@ from ml_collections import ConfigDict
 from PIL import Image
 
 from jaxcnn import checkpoint, models
+from jaxcnn.config import compute_dtype
 from jaxcnn.data import Dataset, load
 from jaxcnn.data.folder import _decode, to_rgb
 from jaxcnn.data.pipeline import normalize
@@ -64,7 +65,7 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
         # Abstract (shapes only): every array comes from the checkpoint, so initialising
         # them first would be wasted work, seconds of it for a big model on a CPU.
         model = nnx.eval_shape(lambda: models.create(
-            meta["model"], num_classes=int(meta["num_classes"]), dtype=config.model.dtype,
+            meta["model"], num_classes=int(meta["num_classes"]), dtype=compute_dtype(config),
             param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0)))
     load_weights(model, arrays, ckpt)
     k = _num_outputs(model)
@@ -161,7 +162,7 @@ def predict_logits(model: nnx.Module, images_NxHxWxC: np.ndarray, config: Config
     mean, std = mean_std(config, images_NxHxWxC.shape[-1])
     graphdef, state = nnx.split(model)
     f = functools.partial(_logits, graphdef=graphdef, mean=mean, std=std,
-                          dtype=models.dtype_of(config.model.dtype))
+                          dtype=models.dtype_of(compute_dtype(config)))
     out = []
     for i in range(0, n, b):
         chunk = images_NxHxWxC[i:i + b]
