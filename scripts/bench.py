@@ -12,9 +12,10 @@ warm-up steps, then R repeats of S steps, each repeat ended by waiting for the d
 repeats of all rows and both sides are interleaved, and which side goes first alternates from
 one repeat to the next, so slow drift on a shared machine hits both sides alike.
 
-jaxcnn runs the per-step path `train_and_evaluate` runs: `train_step_on_device`, jitted with
-donation, gathering and normalising uint8 batches from the data set held on the device
-(`load("synthetic")`, 50,000 images, mean/std 0.5, no augmentation: the seed recipe).
+jaxcnn runs the path `train_and_evaluate` runs: `train_steps_on_device` (16 steps per compiled
+call on the CPU, `train.steps_per_call`), jitted with donation, gathering and normalising uint8
+batches from the data set held on the device (`load("synthetic")`, 50,000 images, mean/std 0.5,
+no augmentation: the seed recipe).
 PyTorch runs the seed's network, loss and optimizer eagerly on float tensors already in memory:
 its DataLoader (decode, ToTensor, Normalize) is left out, so neither side pays for loading.
 """
@@ -41,7 +42,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxcnn import models, parallel  # noqa: E402
-from jaxcnn.config import default_config  # noqa: E402
+from jaxcnn.config import compute_dtype, default_config  # noqa: E402
 from jaxcnn.data import Dataset, load  # noqa: E402
 from jaxcnn.data.pipeline import epoch_permutation, normalize  # noqa: E402
 from jaxcnn.optim import make_optimizer, make_schedule  # noqa: E402
@@ -49,7 +50,8 @@ from jaxcnn.train import (  # noqa: E402
     StepFns,
     create_state,
     initial_train_sums,
-    train_step_on_device,
+    steps_per_call,
+    train_steps_on_device,
 )
 
 EPOCH_IMAGES = 50_000  # a CIFAR-10 training epoch, for the seconds-per-epoch column
@@ -68,6 +70,7 @@ ROWS = (
     Row("train b64", "train", 64, 100, 8),
     Row("train b512", "train", 512, 12, 2),
     Row("infer b1024", "infer", 1024, 20, 2),
+    Row("infer b1", "infer", 1, 200, 20),  # latency: shown in ms per call
 )
 REPEATS, QUICK_REPEATS = 5, 2
 WARMUP, QUICK_WARMUP = 3, 1  # untimed steps after the first call
@@ -81,6 +84,7 @@ class Runner:
     step: Callable[[], None]
     sync: Callable[[], None]
     check: Callable[[], None]  # raises if the work went wrong (non-finite loss)
+    per_call: int = 1  # optimizer steps one `step()` queues (jaxcnn: a compiled loop)
 
 
 def run_steps(r: Runner, n: int) -> float:
@@ -95,9 +99,11 @@ def run_steps(r: Runner, n: int) -> float:
 
 # ---------------------------------------------------------------- jaxcnn
 
-def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runner:
-    """Seed CNN + Adam, built as `train_and_evaluate` builds them; the jitted on-device step,
-    the global batch split over a mesh of `devices`."""
+def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device],
+              per_call: int | None = None) -> Runner:
+    """Seed CNN + Adam, built as `train_and_evaluate` builds them; the jitted on-device steps,
+    `per_call` optimizer steps per call as the training loop takes them (default: its auto
+    setting for the backend), the global batch split over a mesh of `devices`."""
     config = default_config()  # the seed recipe: cnn, adam 1e-3 constant, mean/std 0.5, no aug
     mesh = parallel.make_mesh(list(devices))
     batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
@@ -106,26 +112,28 @@ def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runn
     key = jax.random.key(config.seed)
     init_key, data_key, aug_key = (jax.random.fold_in(key, i) for i in range(3))
     model = models.create(config.model.name, num_classes=data.num_classes,
-                          dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                          dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
                           rngs=nnx.Rngs(init_key))
     tx = make_optimizer(config.optim, make_schedule(config.optim, steps_per_epoch,
                                                     config.train.epochs))
     graphdef, state = create_state(model, tx)
     fns = StepFns(graphdef, tx, tuple(config.data.mean), tuple(config.data.std),
                   config.data.crop_padding, config.data.flip, config.train.label_smoothing,
-                  models.dtype_of(config.model.dtype))
+                  models.dtype_of(compute_dtype(config)))
     state = jax.device_put(state, repl_sh)
     images, labels = jax.device_put((data.train_images, data.train_labels), repl_sh)
     perm = epoch_permutation(data_key, 0, n_train)
-    step_fn = jax.jit(functools.partial(train_step_on_device, fns=fns, batch_size=batch_size,
+    k = per_call or steps_per_call(config.train.steps_per_call, devices[0].platform)
+    step_fn = jax.jit(functools.partial(train_steps_on_device, fns=fns, batch_size=batch_size,
                                         sharding=batch_sh), donate_argnums=(0, 1))
     carry = {"state": state, "acc": jax.device_put(initial_train_sums(), repl_sh), "i": 0}
 
-    def step():
+    def step():  # k optimizer steps
         epoch, i = divmod(carry["i"], steps_per_epoch)
+        n = min(k, steps_per_epoch - i)
         carry["state"], carry["acc"] = step_fn(carry["state"], carry["acc"], images, labels,
-                                               perm, epoch, i, aug_key)
-        carry["i"] += 1
+                                               perm, epoch, i, aug_key, n)
+        carry["i"] += n
 
     def check():
         loss = float(carry["acc"]["loss"])
@@ -133,7 +141,8 @@ def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device]) -> Runn
             raise RuntimeError(f"jaxcnn train b{batch_size}: summed loss is {loss}")
 
     jax.block_until_ready((state, images, labels, perm))
-    return Runner(batch_size, step, lambda: jax.block_until_ready(carry["acc"]), check)
+    return Runner(batch_size * k, step, lambda: jax.block_until_ready(carry["acc"]), check,
+                  per_call=k)
 
 
 def jax_infer(data: Dataset, batch_size: int, device: jax.Device) -> Runner:
@@ -339,9 +348,11 @@ def machine_info(torch_threads: int | None) -> dict:
     return info
 
 
-def _cell(s: dict | None) -> str:
+def _cell(s: dict | None, batch_size: int) -> str:
     if s is None:
         return "—"
+    if batch_size == 1:  # latency, ms per image: the slowest repeat is the max
+        return f"{1e3 / s['images_per_s']:.2f} ms [{1e3 / s['max']:.2f}–{1e3 / s['min']:.2f}]"
     return f"{s['images_per_s']:,.0f} [{s['min']:,.0f}–{s['max']:,.0f}]"
 
 
@@ -369,7 +380,8 @@ def markdown(info: dict, results: list[dict], notes: list[str]) -> str:
         epoch = "—"
         if "epoch_s" in j:
             epoch = f"{j['epoch_s']:.1f} / " + (f"{t['epoch_s']:.1f}" if t else "—")
-        lines.append(f"| {res['name']} | {_cell(j)} | {_cell(t)} | {ratio} "
+        b = res["batch_size"]
+        lines.append(f"| {res['name']} | {_cell(j, b)} | {_cell(t, b)} | {ratio} "
                      f"| {j['first_call_s']:.2f} | {epoch} |")
     lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines)
@@ -380,15 +392,16 @@ def notes_for(results: list[dict], with_torch: bool, repeats: int) -> list[str]:
         f"{r['name']} {r['jaxcnn']['steps']}"
         + (f" / {r['pytorch']['steps']}" if r["pytorch"] else "") for r in results)
     notes = [
-        f"{repeats} timed repeats per cell; steps per repeat (jaxcnn"
+        f"{repeats} timed repeats per cell; calls per repeat (jaxcnn"
         + (" / PyTorch" if with_torch else "") + f"): {steps}. Spread is min–max over repeats.",
         "Repeats are interleaved: each round runs every row once per side, and the side that "
         "goes first alternates from round to round.",
-        "jaxcnn: `train_step_on_device` jitted with donation, the path `train_and_evaluate` "
-        "runs; it gathers and normalises uint8 batches from the data set held on the device "
+        "jaxcnn: `train_steps_on_device` jitted with donation (several optimizer steps per "
+        "compiled call, `train.steps_per_call`), the path `train_and_evaluate` runs; it "
+        "gathers and normalises uint8 batches from the data set held on the device "
         "(synthetic, 50,000 images, mean/std 0.5, no augmentation). Inference: jitted forward "
         "in eval mode on a normalised float batch.",
-        "compile s: the first call alone (trace + compile + one step); then warm-up steps, "
+        "compile s: the first call alone (trace + compile + one call); then warm-up calls, "
         "untimed.",
     ]
     if with_torch:
@@ -420,8 +433,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    f"{QUICK_REPEATS})")
     p.add_argument("--warmup", type=int, help=f"untimed steps after the first call (default "
                    f"{WARMUP}, quick {QUICK_WARMUP})")
+    p.add_argument("--airbench", metavar="DATA",
+                   help="also time the airbench recipe (configs/cifar10_airbench.py) end to end "
+                        "on data set DATA, e.g. folder:cifar10-jpeg.tar.gz")
+    p.add_argument("--airbench-epochs", type=int, metavar="N",
+                   help="epochs of the airbench runs (default: the config's)")
+    p.add_argument("--airbench-seeds", type=int, default=3, metavar="N",
+                   help="airbench runs, seeds 0..N-1 (default 3)")
     args = p.parse_args(argv)
-    for name in ("steps", "repeats", "torch_threads"):
+    for name in ("steps", "repeats", "torch_threads", "airbench_epochs", "airbench_seeds"):
         v = getattr(args, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
@@ -467,7 +487,9 @@ def main(argv: list[str]) -> int:
             runners = [jax_infer(data, row.batch_size, device)]
             if with_torch:
                 runners.append(torch_infer(data, row.batch_size))
-        sides.append([prepare(r, steps, warmup, min_repeat_s) for r in runners])
+        # The same number of optimizer steps on each side: a jaxcnn call may take several.
+        sides.append([prepare(r, max(1, round(steps / r.per_call)), warmup, min_repeat_s)
+                      for r in runners])
     print(f"timing {repeats} interleaved repeats ...", file=sys.stderr)
     measure(sides, repeats, log=lambda s: print(s, file=sys.stderr))
     info["load_avg_1m_end"] = os.getloadavg()[0]
@@ -484,9 +506,14 @@ def main(argv: list[str]) -> int:
     scaling = measure_scaling(data, args, repeats, warmup, min_repeat_s) if args.scaling else []
     if scaling:
         print(scaling_markdown(scaling, info))
+    airbench = measure_airbench(args.airbench, args.airbench_epochs,
+                                args.airbench_seeds) if args.airbench else []
+    if airbench:
+        print(airbench_markdown(airbench))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": results, "notes": notes, "scaling": scaling},
+            json.dump({"machine": info, "rows": results, "notes": notes, "scaling": scaling,
+                       "airbench": airbench},
                       f, indent=2)
             f.write("\n")
     return 0
@@ -534,3 +561,52 @@ def scaling_markdown(scaling: list[dict], info: dict) -> str:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------- airbench: time to accuracy
+
+def measure_airbench(data: str, epochs: int | None, seeds: int) -> list[dict]:
+    """The airbench recipe through `train_and_evaluate`, once per seed: its final (TTA) test
+    accuracy and its time as airbench counts it (init + training + final evaluation, with
+    compilation excluded and reported apart)."""
+    import importlib.util
+
+    from jaxcnn.train import train_and_evaluate
+    spec = importlib.util.spec_from_file_location(
+        "cifar10_airbench", os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "configs", "cifar10_airbench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dataset = load(data)
+    out = []
+    for seed in range(seeds):
+        config = module.get_config()
+        config.data.name = data
+        config.seed = seed
+        if epochs:
+            config.train.epochs = epochs
+        print(f"airbench seed {seed} ...", file=sys.stderr)
+        final = train_and_evaluate(config, dataset=dataset, progress=False,
+                                   log=lambda *_: None).final
+        out.append({"seed": seed, "epochs": config.train.epochs,
+                    **{k: final[k] for k in ("test_accuracy", "test_accuracy_no_tta",
+                                             "tta_level", "run_seconds", "train_seconds",
+                                             "compile_seconds") if k in final}})
+    return out
+
+
+def airbench_markdown(runs: list[dict]) -> str:
+    acc = [r["test_accuracy"] for r in runs]
+    secs = [r["run_seconds"] for r in runs]
+    spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+    lines = [f"## airbench recipe, {runs[0]['epochs']} epochs: time to accuracy", "",
+             "| seed | test accuracy (TTA) | without TTA | run s (compile excluded) | compile s |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['seed']} | {r['test_accuracy']:.4f} | "
+                     f"{r.get('test_accuracy_no_tta', r['test_accuracy']):.4f} | "
+                     f"{r['run_seconds']:.1f} | {r['compile_seconds']:.1f} |")
+    lines += ["", f"Mean test accuracy {statistics.mean(acc):.4f} ± {spread:.4f} (std over "
+              f"{len(acc)} seeds); run time median {statistics.median(secs):.1f} s "
+              f"[{min(secs):.1f}–{max(secs):.1f}]."]
+    return "\n".join(lines)

@@ -25,7 +25,7 @@ def test_quick_run_writes_every_row_as_json(tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["rows"]}
-    assert list(rows) == ["train b64", "train b512", "infer b1024"]
+    assert list(rows) == ["train b64", "train b512", "infer b1024", "infer b1"]
     for name, r in rows.items():
         j = r["jaxcnn"]
         assert r["pytorch"] is None and r["ratio"] is None, name
