@@ -66,7 +66,9 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
         # them first would be wasted work, seconds of it for a big model on a CPU.
         model = nnx.eval_shape(lambda: models.create(
             meta["model"], num_classes=int(meta["num_classes"]), dtype=compute_dtype(config),
-            param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0)))
+            param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0),
+            **models.options(config.model)))
+
     load_weights(model, arrays, ckpt)
     k = _num_outputs(model)
     names = tuple(meta.get("class_names") or (str(i) for i in range(k)))

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from configs.cifar10_airbench import get_config
-from jaxcnn import lookahead, models, optim, tta
+from jaxcnn import inference, lookahead, models, optim, tta
 from jaxcnn.config import check_config
 from jaxcnn.data import load
 from jaxcnn.data.pipeline import Batch, alternating_flip, random_crop
@@ -209,13 +209,18 @@ def test_lookahead_matches_airbench_loop():
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
+def tiny_workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("airbench"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_workdir):
     c = get_config()
     c.data.name = "digits"
     c.model.airbench.widths = TINY
     c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 128, 360
     c.train.log_every_steps, c.train.tta_level = 0, 1
-    return train_and_evaluate(c, None, progress=False, log=lambda *_: None,
+    return train_and_evaluate(c, tiny_workdir, progress=False, log=lambda *_: None,
                               dataset=load("digits"))
 
 
@@ -229,3 +234,12 @@ def test_tiny_run_learns_and_reports_its_time(tiny_run):
                                                  + final["final_eval_seconds"])
     assert final["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in h))
     assert final["compile_seconds"] > 0
+
+
+def test_tiny_run_loads_back_with_its_model_options(tiny_run, tiny_workdir):
+    run = inference.load_run(tiny_workdir)  # widths (8, 16, 16) from the run's config
+    assert models.count_params(run.model) == models.count_params(tiny_run.model)
+    data = load("digits")
+    logits = inference.predict_logits(run.model, data.test_images, run.config)
+    accuracy = float((np.asarray(logits).argmax(-1) == data.test_labels).mean())
+    assert accuracy == pytest.approx(tiny_run.final["test_accuracy_no_tta"], abs=1e-9)
