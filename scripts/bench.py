@@ -123,17 +123,19 @@ def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device],
     state = jax.device_put(state, repl_sh)
     images, labels = jax.device_put((data.train_images, data.train_labels), repl_sh)
     perm = epoch_permutation(data_key, 0, n_train)
-    k = per_call or steps_per_call(config.train.steps_per_call, devices[0].platform)
+    k = min(per_call or steps_per_call(config.train.steps_per_call, devices[0].platform),
+            steps_per_epoch)
     step_fn = jax.jit(functools.partial(train_steps_on_device, fns=fns, batch_size=batch_size,
                                         sharding=batch_sh), donate_argnums=(0, 1))
     carry = {"state": state, "acc": jax.device_put(initial_train_sums(), repl_sh), "i": 0}
 
-    def step():  # k optimizer steps
+    def step():  # k optimizer steps, never across an epoch's end (the count stays exact)
         epoch, i = divmod(carry["i"], steps_per_epoch)
-        n = min(k, steps_per_epoch - i)
+        if i + k > steps_per_epoch:
+            epoch, i = epoch + 1, 0
         carry["state"], carry["acc"] = step_fn(carry["state"], carry["acc"], images, labels,
-                                               perm, epoch, i, aug_key, n)
-        carry["i"] += n
+                                               perm, epoch, i, aug_key, k)
+        carry["i"] = epoch * steps_per_epoch + i + k
 
     def check():
         loss = float(carry["acc"]["loss"])
@@ -348,7 +350,7 @@ def machine_info(torch_threads: int | None) -> dict:
     return info
 
 
-def _cell(s: dict | None, batch_size: int) -> str:
+def _cell(s: dict | None, batch_size: int | None = None) -> str:
     if s is None:
         return "—"
     if batch_size == 1:  # latency, ms per image: the slowest repeat is the max
@@ -429,6 +431,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                    help="PyTorch intra-op threads (default os.cpu_count())")
     p.add_argument("--steps", type=int, help="steps per repeat for every row (no lengthening)")
+    p.add_argument("--per-call", type=int, metavar="K",
+                   help="jaxcnn optimizer steps per compiled call (default: the training "
+                        "loop's train.steps_per_call=0 choice for the backend)")
     p.add_argument("--repeats", type=int, help=f"timed repeats (default {REPEATS}, quick "
                    f"{QUICK_REPEATS})")
     p.add_argument("--warmup", type=int, help=f"untimed steps after the first call (default "
@@ -441,7 +446,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--airbench-seeds", type=int, default=3, metavar="N",
                    help="airbench runs, seeds 0..N-1 (default 3)")
     args = p.parse_args(argv)
-    for name in ("steps", "repeats", "torch_threads", "airbench_epochs", "airbench_seeds"):
+    for name in ("steps", "per_call", "repeats", "torch_threads", "airbench_epochs",
+                 "airbench_seeds"):
         v = getattr(args, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
@@ -480,7 +486,7 @@ def main(argv: list[str]) -> int:
         steps = args.steps or (row.quick_steps if args.quick else row.steps)
         print(f"preparing {row.name} ...", file=sys.stderr)
         if row.kind == "train":
-            runners = [jax_train(data, row.batch_size, [device])]
+            runners = [jax_train(data, row.batch_size, [device], args.per_call)]
             if with_torch:
                 runners.append(torch_train(data, row.batch_size))
         else:
@@ -535,7 +541,8 @@ def measure_scaling(data: Dataset, args, repeats: int, warmup: int,
     sides = []
     for n in counts:
         print(f"preparing scaling over {n} device(s) ...", file=sys.stderr)
-        sides.append([prepare(jax_train(data, SCALING_BATCH, devices[:n]), steps, warmup,
+        runner = jax_train(data, SCALING_BATCH, devices[:n], args.per_call)
+        sides.append([prepare(runner, max(1, round(steps / runner.per_call)), warmup,
                               min_repeat_s)])
     measure(sides, repeats, log=lambda s: print(s, file=sys.stderr))
     out = [dict(devices=n, **side[0].summary(row)) for n, side in zip(counts, sides,

@@ -18,8 +18,8 @@ def _positive(x) -> bool:
 def test_quick_run_writes_every_row_as_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
-    p = subprocess.run([*BENCH, "--quick", "--no-torch", "--steps", "1", "--repeats", "2",
-                        "--warmup", "0", "--scaling", "--cpu-devices", "2",
+    p = subprocess.run([*BENCH, "--quick", "--no-torch", "--steps", "1", "--per-call", "1",
+                        "--repeats", "2", "--warmup", "0", "--scaling", "--cpu-devices", "2",
                         "--json", str(out)], capture_output=True, text=True,
                        timeout=300, cwd=REPO, env=env)
     assert p.returncode == 0, p.stderr

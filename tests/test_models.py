@@ -97,15 +97,15 @@ def test_cnn_takes_the_cpu_conv_path_on_cpu(monkeypatch):
 
 
 def test_micro_batch_sizes():
-    assert micro_batch_size(1024) == 64
-    assert micro_batch_size(1000) == 50  # the divisor nearest 64 in [32, 128]
-    assert micro_batch_size(128) is None  # small batches run whole
+    assert micro_batch_size(1024) == 16
+    assert micro_batch_size(1000) == 20  # the divisor nearest 16 in [8, 32]
+    assert micro_batch_size(32) is None  # small batches run whole
     assert micro_batch_size(257) is None  # prime: no micro-batch divides it
 
 
 def test_cnn_inference_in_micro_batches_equals_whole_batch():
     model = models.create("cnn", num_classes=10, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (192, 32, 32, 3))  # 3 micro-batches of 64
+    x = jax.random.normal(jax.random.key(1), (192, 32, 32, 3))  # 12 micro-batches of 16
     whole = jax.jit(lambda x: model(x, train=True))(x)  # the training path runs whole batches
     micro = jax.jit(lambda x: model(x, train=False))(x)
     np.testing.assert_allclose(micro, whole, rtol=0, atol=1e-5)

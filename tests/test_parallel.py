@@ -69,7 +69,7 @@ _EQUIVALENCE = """
         # stays a rounding difference (Adam's normalised step can blow a near-zero one up).
         c.optim.name, c.optim.learning_rate = "sgd", 0.01
         runs = {}
-        for devices in ("1", "all", "2", "0,3"):
+        for devices in ("1", "all", "0,3"):
             r = train_and_evaluate(c, None, devices=devices, dataset=data, progress=False,
                                    log=lambda *_: None)
             runs[devices] = r
@@ -99,7 +99,7 @@ def test_one_device_and_eight_devices_train_the_same():
     assert out["mesh_2"] == [0, 1] and out["mesh_0,3"] == [0, 3]
     for model in ("cnn", "resnet20"):
         ref = out[f"{model}/1"]
-        for devices in ("all", "2", "0,3"):
+        for devices in ("all", "0,3"):
             got = out[f"{model}/{devices}"]
             # fp32, 4 SGD steps: only the order of the batch reductions differs. For the CNN that
             # stays ~1e-6. ResNet-20's first step also differs by ~1e-5 at most, but BatchNorm
