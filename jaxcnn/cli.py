@@ -80,6 +80,22 @@ def parse(argv: list[str]):
                         "file, e.g. --config configs/cifar10_cnn.py") from None
 
 
+def run_workdir(argv: list[str], usage: str) -> str:
+    """Parse the flags of a script that takes one saved run; return that run's path.
+
+    Defines `--debug` and the help flags; `usage` ends the error for a wrong argument count.
+    """
+    from absl import app, flags, logging
+    flags.DEFINE_bool("debug", False, "show full tracebacks")
+    app.define_help_flags()
+    args = flags.FLAGS(argv)[1:]
+    if len(args) != 1:
+        raise UserError(f"give exactly one run workdir (or checkpoint directory), got "
+                        f"{len(args)} arguments: {usage}")
+    logging.set_verbosity(logging.ERROR)  # Orbax's warnings are not for users
+    return args[0]
+
+
 def _underscored(arg: str) -> str:
     name, eq, value = arg[2:].partition("=")
     return "--" + name.replace("-", "_") + eq + value

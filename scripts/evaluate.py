@@ -15,27 +15,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcnn import cli  # noqa: E402
-from jaxcnn.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    from absl import app, flags
+    from absl import flags
     flags.DEFINE_string("data", None, "another data set spec (default: the run's data.name)")
     flags.DEFINE_enum("split", "test", ["test", "train"], "which split to evaluate")
     flags.DEFINE_string("json", None, "also write the results to this JSON file")
     flags.DEFINE_integer("batch_size", None, "inference batch (default train.eval_batch_size)")
-    flags.DEFINE_bool("debug", False, "show full tracebacks")
-    app.define_help_flags()
-    args = flags.FLAGS(argv)[1:]
+    path = cli.run_workdir(argv, "scripts/evaluate.py <workdir> [--data SPEC]")
     FLAGS = flags.FLAGS
-    if len(args) != 1:
-        raise UserError(f"give exactly one run workdir (or checkpoint directory), got "
-                            f"{len(args)} arguments: scripts/evaluate.py <workdir> [--data SPEC]")
-
-    from absl import logging
-    logging.set_verbosity(logging.ERROR)
     from jaxcnn import inference
-    run = inference.load_run(args[0])
+    run = inference.load_run(path)
     data = inference.run_dataset(run, FLAGS.data)
     images, labels = ((data.test_images, data.test_labels) if FLAGS.split == "test"
                       else (data.train_images, data.train_labels))

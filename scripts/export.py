@@ -12,26 +12,17 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcnn import cli  # noqa: E402
-from jaxcnn.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    from absl import app, flags
+    from absl import flags
     flags.DEFINE_string("out", None, "output directory (default <workdir>/export)")
     flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for (cpu, cuda, rocm, "
                       "tpu): the artifact runs on each of them")
-    flags.DEFINE_bool("debug", False, "show full tracebacks")
-    app.define_help_flags()
-    args = flags.FLAGS(argv)[1:]
+    path = cli.run_workdir(argv, "scripts/export.py <workdir> [--out DIR]")
     FLAGS = flags.FLAGS
-    if len(args) != 1:
-        raise UserError(f"give exactly one run workdir (or checkpoint directory), got "
-                        f"{len(args)} arguments: scripts/export.py <workdir> [--out DIR]")
-
-    from absl import logging
-    logging.set_verbosity(logging.ERROR)
     from jaxcnn import export, inference
-    run = inference.load_run(args[0])
+    run = inference.load_run(path)
     workdir = os.path.dirname(os.path.dirname(run.meta["checkpoint"]))
     out = FLAGS.out or os.path.join(workdir, "export")
     meta = export.export_run(run, out, platforms=tuple(FLAGS.platforms))

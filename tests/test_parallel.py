@@ -69,7 +69,8 @@ _EQUIVALENCE = """
         # stays a rounding difference (Adam's normalised step can blow a near-zero one up).
         c.optim.name, c.optim.learning_rate = "sgd", 0.01
         runs = {}
-        for devices in ("1", "all", "0,3"):
+        # ResNet-20 (BatchNorm) on 1 and 8 devices; the CNN also on a non-contiguous pair.
+        for devices in ("1", "all", "0,3") if model == "cnn" else ("1", "all"):
             r = train_and_evaluate(c, None, devices=devices, dataset=data, progress=False,
                                    log=lambda *_: None)
             runs[devices] = r
@@ -99,7 +100,7 @@ def test_one_device_and_eight_devices_train_the_same():
     assert out["mesh_2"] == [0, 1] and out["mesh_0,3"] == [0, 3]
     for model in ("cnn", "resnet20"):
         ref = out[f"{model}/1"]
-        for devices in ("all", "0,3"):
+        for devices in ("all", "0,3") if model == "cnn" else ("all",):
             got = out[f"{model}/{devices}"]
             # fp32, 4 SGD steps: only the order of the batch reductions differs. For the CNN that
             # stays ~1e-6. ResNet-20's first step also differs by ~1e-5 at most, but BatchNorm
