@@ -566,10 +566,6 @@ def scaling_markdown(scaling: list[dict], info: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
 # ---------------------------------------------------------------- airbench: time to accuracy
 
 def measure_airbench(data: str, epochs: int | None, seeds: int) -> list[dict]:
@@ -617,3 +613,8 @@ def airbench_markdown(runs: list[dict]) -> str:
               f"{len(acc)} seeds); run time median {statistics.median(secs):.1f} s "
               f"[{min(secs):.1f}–{max(secs):.1f}]."]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
