@@ -82,6 +82,34 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict]:
     return _flat(out["state"]), dict(out["meta"] or {})
 
 
+def copy_into(model, arrays: dict[str, np.ndarray], where: str, *, skip: str = ""):
+    """Copy every parameter and BatchNorm statistic of nnx `model` from a checkpoint's `arrays`
+    (`load_arrays`), in place, except those under top-level module `skip` (a head to replace).
+
+    An array the checkpoint lacks, or one whose shape differs, is a UserError naming it.
+    """
+    from flax import nnx
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model))
+    new = []
+    for keys, x in leaves:
+        name = path_name(keys)
+        if skip and name.split("/")[0] == skip:
+            new.append(x)
+            continue
+        # a run's checkpoint holds a TrainState; `save(path, nnx.state(model))` does not
+        saved = next((arrays[k] for k in (f"params/{name}", f"model_state/{name}", name)
+                      if k in arrays), None)
+        if saved is None:
+            raise UserError(f"checkpoint {where} has no {name}: it was saved from a different "
+                            "model; use the run's model.name (see its config.json)")
+        if saved.shape != x.shape:
+            raise UserError(f"checkpoint {where} does not fit the model: {name} has shape "
+                            f"{saved.shape} in the checkpoint but {x.shape} in the model")
+        new.append(jax.numpy.asarray(saved, x.dtype))
+    nnx.update(model, treedef.unflatten(new))
+    return model
+
+
 def resolve(path: str) -> str:
     """A checkpoint directory from a checkpoint, a `checkpoints/` directory or a run's workdir."""
     path = os.path.abspath(path)

@@ -43,29 +43,8 @@ def load_backbone(model: nnx.Module, path: str) -> nnx.Module:
     `path` is a run's workdir (its latest checkpoint) or a checkpoint directory. An array the
     checkpoint lacks, or one whose shape differs, is a UserError naming it and both shapes.
     """
-    head = head_name(model)
     arrays, _ = checkpoint.load_arrays(path)
-    where = checkpoint.resolve(path)
-    state = nnx.state(model)
-    leaves, treedef = _flatten(state)
-    new = []
-    for keys, x in leaves:
-        name = checkpoint.path_name(keys)
-        if name.split("/")[0] == head:
-            new.append(x)
-            continue
-        # a run's checkpoint holds a TrainState; `checkpoint.save(path, nnx.state(model))` not
-        saved = next((arrays[k] for k in (f"params/{name}", f"model_state/{name}", name)
-                      if k in arrays), None)
-        if saved is None:
-            raise UserError(f"checkpoint {where} has no {name}: it was trained with a "
-                            "different model; use the same model.name")
-        if saved.shape != x.shape:
-            raise UserError(f"checkpoint {where} does not fit the model: {name} has shape "
-                            f"{saved.shape} in the checkpoint but {x.shape} in the model")
-        new.append(saved.astype(x.dtype))
-    nnx.update(model, treedef.unflatten(new))
-    return model
+    return checkpoint.copy_into(model, arrays, checkpoint.resolve(path), skip=head_name(model))
 
 
 def param_labels(params: nnx.State, head: str):

@@ -103,22 +103,7 @@ def load_config(path: str) -> ConfigDict:
 
 def load_weights(model: nnx.Module, arrays: dict[str, np.ndarray], where: str) -> nnx.Module:
     """Copy every parameter and BatchNorm statistic of `model` from a checkpoint's `arrays`."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model))
-    new = []
-    for keys, x in leaves:
-        name = checkpoint.path_name(keys)
-        # a run's checkpoint holds a TrainState; `checkpoint.save(path, nnx.state(model))` not
-        saved = next((arrays[k] for k in (f"params/{name}", f"model_state/{name}", name)
-                      if k in arrays), None)
-        if saved is None:
-            raise UserError(f"checkpoint {where} has no {name}: it was saved from a different "
-                            "model; check model.name in the run's config.json")
-        if saved.shape != x.shape:
-            raise UserError(f"checkpoint {where} does not fit the model: {name} has shape "
-                            f"{saved.shape} in the checkpoint but {x.shape} in the model")
-        new.append(jnp.asarray(saved, x.dtype))
-    nnx.update(model, treedef.unflatten(new))
-    return model
+    return checkpoint.copy_into(model, arrays, where)
 
 
 def _num_outputs(model: nnx.Module) -> int:
