@@ -2,8 +2,17 @@
 
 from jaxcnn import data, models
 from jaxcnn.errors import UserError
-from jaxcnn.train import Result, TrainState, evaluate, train_and_evaluate, train_step
+from jaxcnn.train import (
+    Job,
+    Result,
+    TrainState,
+    build,
+    evaluate,
+    fit,
+    train_and_evaluate,
+    train_step,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Result", "TrainState", "UserError", "data", "evaluate", "models", "train_and_evaluate",
-           "train_step"]
+__all__ = ["Job", "Result", "TrainState", "UserError", "build", "data", "evaluate", "fit",
+           "models", "train_and_evaluate", "train_step"]

@@ -24,7 +24,8 @@ def default_config() -> ConfigDict:
 
     c.model = ConfigDict()
     c.model.name = "cnn"  # cnn | resnet20 | resnet18 | airbench
-    c.model.dtype = "float32"  # compute dtype with precision=float32 (`compute_dtype`)
+    c.model.dtype = "float32"  # compute dtype with precision=float32 (`compute_dtype`): float32
+    #                            or bfloat16 (float16 is refused: it needs loss scaling)
     c.model.param_dtype = "float32"  # storage dtype of parameters
     # Constructor options of model `airbench` (jaxcnn/models/airbench.py says what each does).
     c.model.airbench = ConfigDict()
@@ -121,6 +122,12 @@ def check_config(config: ConfigDict) -> None:
         raise UserError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if config.precision not in ("float32", "bf16"):
         raise UserError(f"precision must be float32 or bf16, got {config.precision!r}")
+    for name in ("dtype", "param_dtype"):
+        if config.model[name] not in ("float32", "bfloat16"):
+            # float16 has 5 exponent bits: without loss scaling its gradients underflow to 0
+            raise UserError(f"model.{name} must be float32 or bfloat16, got "
+                            f"{config.model[name]!r}: float16 needs loss scaling, which jaxcnn "
+                            "does not do; use --config.precision=bf16 for 16-bit compute")
     if not config.optim.learning_rate > 0:
         raise UserError(f"optim.learning_rate must be > 0, got {config.optim.learning_rate}")
     _check_recipe_fields(config)

@@ -24,14 +24,11 @@ import os
 import jax
 import jax.numpy as jnp
 import jaxlib
-from flax import nnx
 from jax import export as jax_export
 
-from jaxcnn import models
-from jaxcnn.config import compute_dtype
-from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
-from jaxcnn.inference import Run, mean_std
+from jaxcnn.inference import Run, forward_config
+from jaxcnn.steps import forward
 
 ARTIFACT = "model.jax_export"
 METADATA = "model.json"
@@ -39,23 +36,26 @@ PLATFORMS = ("cpu", "cuda")
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 
 
-def inference_fn(run: Run):
-    """`uint8 BxHxWxC -> {"logits", "probabilities"}` of `run`'s model, weights closed over."""
-    graphdef, state = nnx.split(run.model)
-    mean, std = mean_std(run.config, int(run.meta["image_shape"][-1]))
-    dtype = models.dtype_of(compute_dtype(run.config))
+def inference_fn(run: Run, *, tta_level: int | None = None):
+    """`uint8 BxHxWxC -> {"logits", "probabilities"}` of `run`'s model, weights closed over:
+    `steps.forward`, the evaluation's own forward, with the run's test-time augmentation (or
+    `tta_level`)."""
+    cfg, params, model_state = forward_config(run.model, run.config, run.meta["image_shape"],
+                                              tta_level=tta_level)
 
     def serve(images_BxHxWxC):
-        model = nnx.merge(graphdef, state)
-        logits_BxK = model(normalize(images_BxHxWxC, mean, std, dtype), train=False)
-        logits_BxK = logits_BxK.astype(jnp.float32)
+        logits_BxK = forward(cfg, params, model_state, images_BxHxWxC)
         return {"logits": logits_BxK, "probabilities": jax.nn.softmax(logits_BxK, axis=-1)}
 
-    return serve
+    return serve, cfg
 
 
-def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS) -> dict:
-    """Write `model.jax_export` and `model.json` for `run` into `out_dir`; returns the metadata."""
+def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | None = None
+               ) -> dict:
+    """Write `model.jax_export` and `model.json` for `run` into `out_dir`; returns the metadata.
+
+    The artifact computes what the run's evaluation computes: the run's test-time augmentation
+    (`train.tta_level`) is inside unless `tta_level` says otherwise (0: one view, the fastest)."""
     unknown = sorted(set(platforms) - set(KNOWN_PLATFORMS))
     if unknown or not platforms:
         raise UserError(f"cannot export for platform(s) {', '.join(unknown) or '(none)'}: "
@@ -64,13 +64,13 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS) -> dict:
     # One symbolic dimension, the batch: the same artifact serves 1 image or 10,000.
     (b,) = jax_export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, h, w, c), jnp.uint8)
+    serve, cfg = inference_fn(run, tta_level=tta_level)
     try:
-        exported = jax_export.export(jax.jit(inference_fn(run)),
-                                     platforms=tuple(platforms))(spec)
+        exported = jax_export.export(jax.jit(serve), platforms=tuple(platforms))(spec)
     except ValueError as e:  # e.g. an unknown platform name
         raise UserError(f"cannot export for platforms {', '.join(platforms)}: "
                         f"{str(e).splitlines()[0]}") from None
-    mean, std = mean_std(run.config, c)
+    mean, std, _ = cfg.preprocess
     meta = {
         "format": "jax.export",
         "artifact": ARTIFACT,
@@ -81,6 +81,7 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS) -> dict:
         "outputs": {"logits": "float32 BxK", "probabilities": "float32 BxK, softmax of logits"},
         "mean": list(mean), "std": list(std),
         "normalization": "inside the artifact: (x / 255 - mean) / std",
+        "tta_level": cfg.tta_level,
         "resize": "bilinear (Pillow), after conversion to RGB",
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,

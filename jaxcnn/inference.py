@@ -6,8 +6,11 @@
     logits_NxK = inference.predict_logits(run.model, images, run.config)
     print(run.class_names[int(logits_NxK[0].argmax())])
 
-Images are normalised exactly as in training (`data.mean`, `data.std`, `model.dtype` of the
-run's config) and the model runs in inference mode (BatchNorm uses its running statistics).
+Predictions go through `steps.forward`, the one forward the engine's evaluation uses: images
+are normalised exactly as in training (`data.mean`, `data.std`, the compute dtype of the run's
+config), the model runs in inference mode (BatchNorm uses its running statistics), and the run's
+test-time augmentation (`train.tta_level`) applies. Metrics of a split come from
+`jaxcnn.evaluation.evaluate`, the engine's own evaluation.
 """
 
 import functools
@@ -16,7 +19,6 @@ import os
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
@@ -26,8 +28,8 @@ from jaxcnn import checkpoint, models
 from jaxcnn.config import compute_dtype
 from jaxcnn.data import Dataset, load
 from jaxcnn.data.folder import _decode, to_rgb
-from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
+from jaxcnn.steps import StepConfig, forward, num_outputs, step_config
 
 # Runs saved before checkpoints recorded their image shape were all 32x32 RGB: the built-in
 # data sets are, and the seed CNN's first dense layer fits no other size.
@@ -114,27 +116,26 @@ def _num_outputs(model: nnx.Module) -> int:
 
 # ---------------------------------------------------------------- predicting
 
-def mean_std(config: ConfigDict, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel `data.mean` and `data.std` of `config`, as training normalises."""
-    out = []
-    for name in ("mean", "std"):
-        v = np.asarray(config.data[name], np.float64).reshape(-1)
-        if v.size not in (1, channels):
-            raise UserError(f"data.{name} has {v.size} values but the images have {channels} "
-                            "channels: give one value or one per channel")
-        out.append(tuple(float(x) for x in np.broadcast_to(v, (channels,))))
-    return out[0], out[1]
+def forward_config(model: nnx.Module, config: ConfigDict, image_shape_HxWxC, *,
+                   tta_level: int | None = None) -> tuple[StepConfig, nnx.State, nnx.State]:
+    """`steps.forward`'s settings and arrays for `model` under a run's `config`: normalisation,
+    compute dtype and test-time augmentation (default: the run's `train.tta_level`)."""
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    level = config.train.tta_level if tta_level is None else tta_level
+    cfg = step_config(config, graphdef, None, int(image_shape_HxWxC[-1]),
+                      num_outputs(model, image_shape_HxWxC), tta_level=level)
+    return cfg, params, model_state
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mean", "std", "dtype"))
-def _logits(state, images_BxHxWxC, *, graphdef, mean, std, dtype):
-    model = nnx.merge(graphdef, state)
-    return model(normalize(images_BxHxWxC, mean, std, dtype), train=False).astype(jnp.float32)
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _logits(params, model_state, images_BxHxWxC, *, cfg):
+    return forward(cfg, params, model_state, images_BxHxWxC)
 
 
 def predict_logits(model: nnx.Module, images_NxHxWxC: np.ndarray, config: ConfigDict, *,
-                   batch_size: int | None = None) -> np.ndarray:
-    """float32 NxK logits of `model` (inference mode) on uint8 images, normalised as in training.
+                   batch_size: int | None = None, tta_level: int | None = None) -> np.ndarray:
+    """float32 NxK logits of `model` on uint8 images: `steps.forward`, the evaluation's own
+    forward (normalisation as in training, inference mode, the run's test-time augmentation).
 
     Runs in jitted batches of `batch_size` (default `config.train.eval_batch_size`, or the next
     power of two above N when N is smaller); the last batch is padded, so one size compiles once.
@@ -144,21 +145,19 @@ def predict_logits(model: nnx.Module, images_NxHxWxC: np.ndarray, config: Config
         raise UserError(f"images are {images_NxHxWxC.dtype} with shape {images_NxHxWxC.shape}: "
                         "give uint8 NxHxWxC arrays (prepare_images makes them from files)")
     n = len(images_NxHxWxC)
+    cfg, params, model_state = forward_config(model, config, images_NxHxWxC.shape[1:],
+                                              tta_level=tta_level)
+    if n == 0:
+        return np.zeros((0, cfg.num_classes), np.float32)
     b = int(batch_size or config.train.eval_batch_size)
     b = max(1, min(b, 1 << max(n - 1, 0).bit_length()))
-    mean, std = mean_std(config, images_NxHxWxC.shape[-1])
-    graphdef, state = nnx.split(model)
-    f = functools.partial(_logits, graphdef=graphdef, mean=mean, std=std,
-                          dtype=models.dtype_of(compute_dtype(config)))
     out = []
     for i in range(0, n, b):
         chunk = images_NxHxWxC[i:i + b]
         pad = b - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
-        out.append(np.asarray(f(state, chunk))[:b - pad])
-    if not out:
-        return np.zeros((0, _num_outputs(model)), np.float32)
+        out.append(np.asarray(_logits(params, model_state, chunk, cfg=cfg))[:b - pad])
     return np.concatenate(out)
 
 
@@ -175,23 +174,11 @@ def confusion_matrix(labels_N: np.ndarray, preds_N: np.ndarray, num_classes: int
     return counts.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def metrics(logits_NxK: np.ndarray, labels_N: np.ndarray) -> dict:
-    """Accuracy, mean cross-entropy, count, per-class accuracy and confusion matrix of logits."""
-    logits_NxK, labels_N = np.asarray(logits_NxK, np.float32), np.asarray(labels_N)
-    k = logits_NxK.shape[-1]
-    preds_N = logits_NxK.argmax(-1)
-    x_NxK = logits_NxK.astype(np.float64)
-    top_N = x_NxK.max(-1)
-    logz_N = top_N + np.log(np.exp(x_NxK - top_N[:, None]).sum(-1))
-    loss_N = logz_N - np.take_along_axis(x_NxK, labels_N[:, None].astype(np.int64), -1)[:, 0]
-    cm_KxK = confusion_matrix(labels_N, preds_N, k)
-    per_class = np.diag(cm_KxK) / np.maximum(cm_KxK.sum(1), 1)
-    n = len(labels_N)
-    return {"accuracy": float((preds_N == labels_N).sum()) / max(n, 1),
-            "loss": float(loss_N.sum()) / max(n, 1), "count": n,
-            "per_class_accuracy": [float(a) for a in per_class],
-            "per_class_count": [int(c) for c in cm_KxK.sum(1)],
-            "confusion_matrix": cm_KxK}
+def per_class(cm_KxK: np.ndarray) -> dict:
+    """Per-class accuracy (recall) and image count from a confusion matrix (rows: true)."""
+    counts = cm_KxK.sum(1)
+    return {"per_class_accuracy": [float(a) for a in np.diag(cm_KxK) / np.maximum(counts, 1)],
+            "per_class_count": [int(c) for c in counts]}
 
 
 # ---------------------------------------------------------------- a run's data

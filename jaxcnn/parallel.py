@@ -15,8 +15,11 @@ from jax.sharding import PartitionSpec as P
 from jaxcnn.errors import UserError
 
 
-def select_devices(spec: str | int) -> list[jax.Device]:
-    """`all`, a count `N` (the first N devices) or a comma list of device ids `0,2,5`."""
+def select_devices(spec: str | int | list) -> list[jax.Device]:
+    """`all`, a count `N` (the first N devices), a comma list of device ids `0,2,5`, or a list
+    of `jax.Device`s (taken as given)."""
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
     devices = jax.devices()
     spec = str(spec).strip()
     if spec == "all":

@@ -13,6 +13,7 @@ nothing changes the backend or global state of a program (a notebook) that impor
 
 import os
 
+import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -104,7 +105,7 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     the run's data set, subset by `data.classes` / `data.train_per_class` as in training.
     Returns the paths written.
     """
-    from jaxcnn import inference
+    from jaxcnn import evaluation, inference
     from jaxcnn.data import load
     metrics = os.path.join(workdir, logs.METRICS_FILE)
     if not os.path.isfile(metrics):
@@ -119,16 +120,20 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     data = load(config.data.name, cache_dir=config.data.cache_dir or None)
     if config.data.classes or config.data.train_per_class:
         data = data.subset(config.data.classes, config.data.train_per_class)
-    preds_N = inference.predict_logits(model, data.test_images, config).argmax(-1)
-    cm_KxK = inference.confusion_matrix(data.test_labels, preds_N, data.num_classes)
+    # the run's own evaluation (test-time augmentation included): the figures match its metrics
+    # (on this process's devices: in a multi-process run only process 0 plots)
+    cm_KxK = evaluation.evaluate(model, data.test_images, data.test_labels, config,
+                                 devices=jax.local_devices())["confusion_matrix"]
+    idx_n = np.linspace(0, len(data.test_labels) - 1,
+                        min(num_images, len(data.test_labels))).astype(int)
+    preds_n = inference.predict_logits(model, data.test_images[idx_n], config).argmax(-1)
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
-    # evenly spaced: the first images of a folder data set are all of its first class
-    idx_n = np.linspace(0, len(preds_N) - 1, min(num_images, len(preds_N))).astype(int)
     return [
         plot_curves(history, os.path.join(out, "curves.png")),
         plot_confusion(cm_KxK, data.class_names, os.path.join(out, "confusion_matrix.png")),
-        plot_predictions(data.test_images[idx_n], data.test_labels[idx_n], preds_N[idx_n],
+        plot_predictions(data.test_images[idx_n], data.test_labels[idx_n], preds_n,
                          data.class_names, os.path.join(out, "predictions.png"),
-                         title=f"{len(idx_n)} of {len(preds_N)} test images, evenly spaced"),
+                         title=f"{len(idx_n)} of {len(data.test_labels)} test images, evenly "
+                               "spaced"),
     ]

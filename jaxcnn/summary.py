@@ -80,6 +80,9 @@ def _flops(jaxpr) -> int:
             (contract, _), _ = eqn.params["dimension_numbers"]
             lhs = eqn.invars[0].aval.shape
             total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+        if name == "cond":  # per-platform code (layers.py): alternatives of the same work
+            total += max(_flops(b.jaxpr) for b in eqn.params["branches"])
+            continue
         # nested computations: jit, custom_vjp/custom_jvp (the CPU conv path), scan bodies
         times = eqn.params.get("length", 1) if name == "scan" else 1
         for sub in eqn.params.values():

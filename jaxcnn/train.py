@@ -1,172 +1,305 @@
-"""The training engine: pure `train_step` / `eval_step` and `train_and_evaluate(config, workdir)`.
+"""The training engine: `build` a run once, then `fit` it with a loop that reads top to bottom.
 
-The loop reads top to bottom: mesh, input, model & optimizer, shard & transfer, update step,
-evaluation, checkpoint, loop. The train state is a plain pytree; the NNX model is split once into
-a static graph definition and arrays, so the hot loop stays functional.
+    job, state = build(config)                       # mesh, data, model, optimizer, steps, evals
+    result = fit(job, state, workdir="runs/x")       # epochs of job.advance + job.evaluate
+    result = train_and_evaluate(config, "runs/x")    # both in one call
+
+`build` refuses bad input before anything is written; `fit` resumes from the workdir's latest
+checkpoint, exactly, and owns everything written there (config.json, metrics.jsonl, TensorBoard
+events, checkpoints). The pure step functions are in `jaxcnn/steps.py`, the input paths in
+`jaxcnn/feeds.py`, the evaluation in `jaxcnn/evaluation.py`.
 """
 
-import functools
+import dataclasses
 import os
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint, finetune, logs, models, parallel, summary, tta
-from jaxcnn.config import compute_dtype
+from jaxcnn import checkpoint, finetune, logs, models, parallel, summary
+from jaxcnn.config import check_config, compute_dtype
 from jaxcnn.data import Dataset, load
-from jaxcnn.data.pipeline import (
-    Batch,
-    HostBatches,
-    alternating_flip,
-    augment,
-    epoch_permutation,
-    normalize,
-    take_batch,
-)
+from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
+from jaxcnn.evaluation import Evaluator, eval_batch_size, evaluate
+from jaxcnn.feeds import DeviceFeed, HostFeed, RunKeys, steps_per_call
 from jaxcnn.optim import make_schedule, make_train_optimizer
+from jaxcnn.steps import (
+    StepConfig,
+    TrainState,
+    create_state,
+    initial_train_sums,
+    preprocess_of,
+    step_config,
+    train_step,
+)
+
+__all__ = ["Job", "Result", "TrainState", "build", "evaluate", "fit", "train_and_evaluate",
+           "train_step"]
 
 
-class TrainState(NamedTuple):
-    step: jax.Array  # int32 scalar, optimizer steps taken
-    params: nnx.State  # nnx.Param leaves
-    model_state: nnx.State  # everything else: BatchNorm statistics
-    opt_state: optax.OptState
-
-
-class StepFns(NamedTuple):
-    """What a step needs besides arrays: fixed for a run, closed over before jit."""
+@dataclasses.dataclass
+class Job:
+    """A built run: everything the loop needs besides the train state."""
+    config: ConfigDict
+    mesh: Mesh
+    data: Dataset
     graphdef: nnx.GraphDef
-    tx: optax.GradientTransformation
-    mean: tuple
-    std: tuple
-    crop_padding: int
-    flip: bool | str  # False, True (random) or "alternating" (done where batches are gathered)
-    label_smoothing: float
-    dtype: Any
-    bn_train: bool = True  # False: BatchNorm in inference mode (a frozen backbone)
-    crop_fill: str = "zero"  # zero | reflect
-    tta_level: int = 0  # test-time augmentation in eval_step (jaxcnn/tta.py)
+    schedule: optax.Schedule  # learning rate per optimizer step, for the logs
+    steps_per_epoch: int  # the remainder of the training set is dropped, reshuffled each epoch
+    feed: DeviceFeed | HostFeed
+    steps: StepConfig  # the train step's settings
+    evaluate: Evaluator  # test metrics after every epoch
+    final_evaluate: Evaluator  # ... and after the last, with `train.tta_level`
+    key: jax.Array  # the root key: data order and augmentation fold from it (`keys`)
+    model_summary: str  # the model's table: parameters per layer, FLOPs per image
+    init_seconds: float = 0.0  # data-dependent init (airbench's whitening), compile excluded
+    compile_seconds: float = 0.0
+
+    def __post_init__(self):
+        self.set_key(self.key)
+        self._frozen = self.steps._replace(bn_train=False)
+
+    def set_key(self, key: jax.Array) -> None:
+        """The root key (a resumed run takes its checkpoint's)."""
+        self.key, self.keys = key, RunKeys.of(key)
+
+    def steps_in(self, epoch: int) -> StepConfig:
+        """The train step of 0-based `epoch`: a linear probe's frozen epochs run BatchNorm in
+        inference mode."""
+        return self._frozen if finetune.frozen_in_epoch(self.config, epoch) else self.steps
+
+    def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int
+                ) -> tuple[TrainState, dict]:
+        """Optimizer steps `i .. i+n-1` of `epoch`, their metrics added to `sums`."""
+        return self.feed.advance(state, sums, epoch, i, n, self.steps_in(epoch), self.keys)
+
+    def compile(self, state: TrainState, epoch: int, lengths) -> float:
+        """Compile the calls of `lengths` steps and the evaluations; returns the seconds."""
+        t = time.perf_counter()
+        self.feed.compile(state, lengths, self.steps_in(epoch), self.keys)
+        self.evaluate.compile(state)
+        self.final_evaluate.compile(state)
+        return time.perf_counter() - t
 
 
-# ---------------------------------------------------------------- model & optimizer
-
-def create_state(model: nnx.Module, tx: optax.GradientTransformation
-                 ) -> tuple[nnx.GraphDef, TrainState]:
-    """Split `model` once into its graph definition and a fresh train state."""
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+class Result(NamedTuple):
+    model: nnx.Module  # the trained model, merged back from the final state
+    history: list  # one dict per epoch, as written to metrics.jsonl
+    final: dict  # the last epoch's dict
+    stopped: str | None = None  # SIGTERM / SIGINT / stop_at_step: saved and stopped early
 
 
-def loss_and_metrics(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing: float,
-                     mask_B: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Mean (masked) cross-entropy, plus summed loss / correct / count for logging."""
-    k = logits_BxK.shape[-1]
-    targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, k), label_smoothing)
-    loss_B = optax.softmax_cross_entropy(logits_BxK.astype(jnp.float32), targets_BxK)
-    if mask_B is None:
-        mask_B = jnp.ones_like(loss_B)
-    count = mask_B.sum()
-    correct = ((logits_BxK.argmax(-1) == labels_B) * mask_B).sum()
-    metrics = {"loss": (loss_B * mask_B).sum(), "correct": correct, "count": count}
-    return (loss_B * mask_B).sum() / jnp.maximum(count, 1), metrics
+# ---------------------------------------------------------------- build
 
+def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Module | None = None,
+          devices="all") -> tuple[Job, TrainState]:
+    """Everything a run needs, checked: bad input is a UserError here, before `fit` writes.
 
-# ---------------------------------------------------------------- update step
-
-def train_step(state: TrainState, batch: Batch, key: jax.Array, fns: StepFns
-               ) -> tuple[TrainState, dict]:
-    """One optimizer step on a uint8 batch: augment, normalise, forward, backward, update."""
-    x = augment(key, batch.image, fns.crop_padding, fns.flip, fns.crop_fill)
-    x = normalize(x, fns.mean, fns.std, fns.dtype)
-
-    def loss_fn(params):
-        # copy=True: fresh Variables at this trace level, which BatchNorm may then update.
-        model = nnx.merge(fns.graphdef, params, state.model_state, copy=True)
-        logits = model(x, train=fns.bn_train)
-        loss, metrics = loss_and_metrics(logits, batch.label, fns.label_smoothing)
-        return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
-
-    grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = fns.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, model_state, opt_state), metrics
-
-
-def eval_step(state: TrainState, batch: Batch, mask_B: jax.Array, fns: StepFns) -> dict:
-    """Summed loss and correct count over the unmasked images of `batch`, inference mode."""
-    model = nnx.merge(fns.graphdef, state.params, state.model_state, copy=True)
-    x = normalize(batch.image, fns.mean, fns.std, fns.dtype)
-    logits = tta.predict(lambda v: model(v, train=False), x, fns.tta_level)
-    return loss_and_metrics(logits, batch.label, 0.0, mask_B)[1]
-
-
-def _add(acc: dict, metrics: dict) -> dict:
-    return jax.tree.map(jnp.add, acc, metrics)
-
-
-def _zeros() -> dict:
-    return {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
-
-
-def initial_train_sums() -> dict:
-    """The per-epoch sums `train_step_on_device` accumulates into (pass them in, donated)."""
-    return {**_zeros(), "first_bad": jnp.full((), -1, jnp.int32)}
-
-
-def _accumulate(acc: dict, metrics: dict, step: jax.Array) -> dict:
-    """Add a step's sums; remember the first step (1-based) whose loss is not finite.
-
-    Kept on the device, so divergence is caught at the next check without a sync per step.
+    `dataset` and `model` default to `load(config.data.name)` and `models.create(...)`; pass your
+    own from research code. `devices` is `all`, a count, or a list of ids (`--devices`).
+    `config.finetune.init_from` restores a trained backbone into the model.
     """
-    bad = ~jnp.isfinite(metrics["loss"])
-    first_bad = jnp.where((acc["first_bad"] < 0) & bad, step, acc["first_bad"])
-    return {**_add({k: acc[k] for k in metrics}, metrics), "first_bad": first_bad}
+    check_config(config)
+    tc = config.train
+    # ---- mesh
+    mesh = parallel.make_mesh(parallel.select_devices(devices))
+    parallel.check_batch_size(tc.batch_size, mesh)
+    # ---- input
+    data = dataset if dataset is not None else load(config.data.name,
+                                                    cache_dir=config.data.cache_dir or None)
+    if config.data.classes or config.data.train_per_class:
+        data = data.subset(config.data.classes, config.data.train_per_class)
+    n_train = len(data.train_labels)
+    if tc.batch_size > n_train:
+        raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
+                        f"images of {data.name}: use a smaller batch")
+    steps_per_epoch = n_train // tc.batch_size
+    # ---- model & optimizer
+    key = jax.random.key(config.seed)
+    if model is None:
+        model = models.create(config.model.name, num_classes=data.num_classes,
+                              dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
+                              rngs=nnx.Rngs(jax.random.fold_in(key, 0)),
+                              **models.options(config.model))
+    schedule = make_schedule(config.optim, steps_per_epoch, tc.epochs)
+    if config.finetune.init_from:
+        finetune.load_backbone(model, config.finetune.init_from)
+        tx = finetune.make_finetune_optimizer(config, schedule, steps_per_epoch,
+                                              finetune.head_name(model))
+        init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
+    else:
+        tx = make_train_optimizer(config, schedule, model, steps_per_epoch)
+        init_seconds, compile_seconds = _init_from_data(model, data, config)
+    graphdef, state = create_state(model, tx)
+    steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes)
+    # ---- shard & transfer: the state replicated on every device, the feed and the test set too
+    state = jax.device_put(state, parallel.replicated(mesh))
+    eval_bs = eval_batch_size(config, mesh)
+    evaluate_ = Evaluator(data.test_images, data.test_labels, steps, eval_bs, mesh)
+    final = (Evaluator(data.test_images, data.test_labels,
+                       steps._replace(tta_level=tc.tta_level), eval_bs, mesh)
+             if tc.tta_level else evaluate_)
+    if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
+        platform = mesh.devices.flat[0].platform
+        feed = DeviceFeed(data, tc.batch_size, mesh,
+                          steps_per_call(tc.steps_per_call, platform, config.model.name))
+    else:
+        feed = HostFeed(data, tc.batch_size, mesh)
+    job = Job(config, mesh, data, graphdef, schedule, steps_per_epoch, feed, steps, evaluate_,
+              final, key, summary.table(model, data.image_shape), init_seconds, compile_seconds)
+    return job, state
 
 
-def train_step_on_device(state, acc, images, labels, perm, epoch, i, aug_key, *, fns, batch_size,
-                         sharding):
-    """Gather batch `i` of the epoch from the device-resident data set, then `train_step`."""
-    batch = take_batch(images, labels, perm, i, batch_size)
-    batch = jax.lax.with_sharding_constraint(batch, sharding)
-    if fns.flip == "alternating":
-        batch = alternating_flip(_flip_key(aug_key), batch, epoch)
-    key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
-    state, metrics = train_step(state, batch, key, fns)
-    return state, _accumulate(acc, metrics, state.step)
+def _fits_on_device(nbytes: int, mesh: Mesh, setting: str) -> bool:
+    if setting != "auto":
+        return setting == "yes"
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    limit = (local[0].memory_stats() or {}).get("bytes_limit")
+    # Keep at most a quarter of device memory for data; the rest is for activations.
+    return limit is None or nbytes < limit // 4
 
 
-def train_steps_on_device(state, acc, images, labels, perm, epoch, i, aug_key, n, *, fns,
-                          batch_size, sharding):
-    """Batches `i .. i+n-1` of the epoch as one compiled loop: one dispatch for `n` steps.
+def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict
+                    ) -> tuple[float, float]:
+    """The hook for a data-dependent init (airbench's whitening layer); its seconds without
+    and with compilation.
 
-    `n` is traced, so one executable serves every chunk length. Same steps, same keys as `n`
-    calls of `train_step_on_device`.
+    A model with a method `init_from_data(x_NxHxWxC)` gets `INIT_FROM_DATA_IMAGES` (default all)
+    training images, evenly spaced over the set (a class-sorted set gives each class its share),
+    normalised as in training, once before training (a resumed run then restores the result;
+    a fine-tuned one restores the backbone instead). The method runs under jit, so it must be
+    traceable (jax.numpy on the model's variables).
     """
-    def body(j, carry):
-        return train_step_on_device(*carry, images, labels, perm, epoch, i + j, aug_key,
-                                    fns=fns, batch_size=batch_size, sharding=sharding)
+    if not hasattr(model, "init_from_data"):
+        return 0.0, 0.0
+    total = len(data.train_labels)
+    rows = np.linspace(0, total - 1, min(getattr(model, "INIT_FROM_DATA_IMAGES", total), total))
+    prep = preprocess_of(config, data.image_shape[-1])._replace(dtype=np.float32)
+    graphdef, variables = nnx.split(model)
 
-    return jax.lax.fori_loop(0, n, body, (state, acc))
+    def init(variables, images):
+        m = nnx.merge(graphdef, variables)
+        m.init_from_data(normalize(images, *prep))
+        return nnx.state(m)
+
+    images = jax.device_put(data.train_images[rows.astype(np.int64)])
+    t = time.perf_counter()
+    compiled = jax.jit(init).lower(variables, images).compile()
+    t_run = time.perf_counter()
+    nnx.update(model, jax.block_until_ready(compiled(variables, images)))
+    return time.perf_counter() - t_run, t_run - t
 
 
-# Optimizer steps per compiled call (`train.steps_per_call=0`), by backend. Measured on the
-# 2-core CPU (jax 0.10.2, seed CNN, batch 64): 16 steps in a fori_loop took ~30% less time
-# per step than 16 dispatches, and 4..50 steps per call were alike. On GPUs the per-step
-# dispatch is a larger share of a small network's step; 64 is not measured there yet.
-AUTO_STEPS_PER_CALL = {"cpu": 16}
-AUTO_STEPS_PER_CALL_OTHER = 64
+# ---------------------------------------------------------------- fit
+
+class _Position(NamedTuple):
+    """Where a run stands: the next step is step `step_in_epoch` of 0-based `epoch`."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    sums: dict | None = None  # the epoch's metric sums so far, when resuming mid-epoch
+    history: tuple = ()
 
 
-def steps_per_call(setting: int, platform: str) -> int:
-    """`train.steps_per_call`, with 0 (auto) resolved for `platform`."""
-    return setting or AUTO_STEPS_PER_CALL.get(platform, AUTO_STEPS_PER_CALL_OTHER)
+def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bool = True,
+        log=print, stop_at_step: int | None = None) -> Result:
+    """Train `job` from `state` for `train.epochs`, evaluating after every epoch.
+
+    With a `workdir`: config.json, metrics.jsonl, TensorBoard events and checkpoints
+    (`<workdir>/checkpoints`) go there, and a rerun with the same workdir resumes from the latest
+    checkpoint, exactly. SIGTERM / SIGINT (or reaching `stop_at_step` optimizer steps) saves a
+    checkpoint at the next call boundary and returns early, `Result.stopped` saying why.
+    """
+    tc, spe = job.config.train, job.steps_per_epoch
+    main = parallel.is_main_process()
+    log = log if main else (lambda *_: None)
+    # ---- workdir: resume (refusing a checkpoint that does not fit), then write
+    state, pos, saver = _open_workdir(job, state, workdir)
+    runlog = logs.RunLog(workdir if main else None, pos.history, tc.log_every_steps,
+                         job.schedule, saver.resumed_at)
+    _announce(job, pos, saver, log)
+    # ---- compile before the clock starts: the run's time, like airbench's, leaves it out
+    compile_seconds = job.compile_seconds
+    if pos.epoch < tc.epochs:
+        lengths = _call_lengths(job, pos.epoch, pos.step_in_epoch, stop_at_step)
+        compile_seconds += job.compile(state, pos.epoch, lengths)
+    clock = {"init": job.init_seconds if saver.resumed_at is None else 0.0, "train": 0.0,
+             "compile": compile_seconds}
+    # ---- loop
+    history, stopped, done = list(pos.history), None, pos.epoch * spe + pos.step_in_epoch
+    try:
+        with checkpoint.StopSignals() as signals:
+            for epoch in range(pos.epoch, tc.epochs):
+                first = pos.step_in_epoch if epoch == pos.epoch else 0
+                sums = pos.sums if first else initial_train_sums()
+                state, sums, stopped, i, seconds = _train_epoch(
+                    job, state, sums, epoch, first, saver, runlog, signals, history,
+                    stop_at_step, progress)
+                done = epoch * spe + i
+                if i < spe:  # stopped mid-epoch, and saved
+                    break
+                train = _sums_to_host(sums)
+                if train["first_bad"] >= 0 or not np.isfinite(train["loss"]):
+                    _diverged(train["first_bad"], spe, saver.directory)
+                clock["train"] += seconds
+                row = _evaluate_epoch(job, state, epoch, train, seconds, spe - first, clock)
+                history.append(row)
+                runlog.epoch(row)
+                log(_epoch_line(row, tc.epochs))
+                if "run_seconds" in row:
+                    log(_final_line(row))
+                if stopped or saver.due_after_epoch(epoch + 1, tc.epochs, spe):
+                    saver.save(state, done, epoch + 1, 0, initial_train_sums(), history, row)
+                if stopped:
+                    break
+    finally:
+        runlog.close()
+        saver.close()  # waits for a save still being written
+    if stopped:
+        where = (f"checkpoint saved in {saver.directory}/{done}" if saver.directory
+                 else "no workdir, nothing saved")
+        log(f"stopped by {stopped} after step {done}: {where}; rerun the same command to resume")
+    trained = nnx.merge(job.graphdef, *parallel.to_host((state.params, state.model_state)))
+    return Result(trained, history, history[-1] if history else {}, stopped)
+
+
+def _train_epoch(job: Job, state, sums, epoch: int, first: int, saver, runlog, signals,
+                 history, stop_at_step, progress: bool):
+    """Steps `first ..` of `epoch`, call by call; stop early on a signal or `stop_at_step`.
+
+    Returns (state, sums, why it stopped or None, the step in the epoch it reached, seconds)."""
+    spe, tc = job.steps_per_epoch, job.config.train
+    every = job.config.checkpoint.every_steps
+    sums = jax.device_put(sums, parallel.replicated(job.mesh))
+    bar = _progress(progress and parallel.is_main_process(), spe, epoch, tc.epochs)
+    bar.update(first)
+    runlog.start_epoch(epoch * spe + first)
+    i, stopped, t0 = first, None, time.perf_counter()
+    while i < spe:
+        n = call_length(i, job.feed.per_call, spe, epoch * spe, (every, tc.log_every_steps),
+                        stop_at_step)
+        state, sums = job.advance(state, sums, epoch, i, n)
+        i += n
+        bar.update(n)
+        done = epoch * spe + i
+        runlog.step(done, sums)
+        stopped = (signals.received or ("stop_at_step" if done == stop_at_step else None)
+                   or ("SIGTERM" if saver.reached_preemption(done) else None))
+        if i < spe and (stopped or (every and done % every == 0)):
+            saver.save(state, done, epoch, i, sums, history)
+        if stopped:
+            break
+    jax.block_until_ready(sums)  # the epoch's last step has run: its time is complete
+    seconds = time.perf_counter() - t0
+    bar.set_postfix_str(f"{(i - first) * tc.batch_size / seconds:,.0f} img/s")
+    bar.close()
+    return state, sums, stopped, i, seconds
 
 
 def call_length(i: int, k: int, steps_per_epoch: int, done_before: int,
@@ -183,383 +316,136 @@ def call_length(i: int, k: int, steps_per_epoch: int, done_before: int,
     return n
 
 
-def train_step_streamed(state, acc, batch, epoch, i, aug_key, *, fns):
-    """`train_step` on a batch copied from the host (the streaming fallback)."""
-    if fns.flip == "alternating":
-        batch = alternating_flip(_flip_key(aug_key), batch, epoch)
-    key = jax.random.fold_in(jax.random.fold_in(aug_key, epoch), i)
-    state, metrics = train_step(state, batch, key, fns)
-    return state, _accumulate(acc, metrics, state.step)
+def _call_lengths(job: Job, epoch: int, first: int, stop_at_step: int | None) -> set[int]:
+    """The call lengths `_train_epoch` will take from step `first` of `epoch` to the run's end."""
+    spe, tc = job.steps_per_epoch, job.config.train
+    every = (job.config.checkpoint.every_steps, tc.log_every_steps)
+    out = set()
+    for e in range(epoch, tc.epochs):
+        i = first if e == epoch else 0
+        while i < spe:
+            n = call_length(i, job.feed.per_call, spe, e * spe, every, stop_at_step)
+            out.add(n)
+            i += n
+    return out
 
 
-def _flip_key(aug_key: jax.Array) -> jax.Array:
-    # Fixed for the run: which half of the images an alternating flip mirrors in even epochs.
-    # (Per-epoch keys fold in the epoch, a small number; this one folds in the largest uint32.)
-    return jax.random.fold_in(aug_key, 2**32 - 1)
-
-
-def eval_on_device(state, acc, images, labels, mask, i, *, fns, batch_size, sharding):
-
-    """Evaluate batch `i` of the padded test set."""
-    batch = Batch(*(jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
-                    for a in (images, labels)))
-    batch = jax.lax.with_sharding_constraint(batch, sharding)
-    m = jax.lax.dynamic_slice_in_dim(mask, i * batch_size, batch_size)
-    return _add(acc, eval_step(state, batch, m, fns))
-
-
-# ---------------------------------------------------------------- evaluation
-
-def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
-    """Pad to a whole number of batches; the mask counts each real image exactly once."""
-    n = len(labels)
-    pad = -n % batch_size
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    return images, labels, mask
-
-
-def make_eval(images: np.ndarray, labels: np.ndarray, fns: StepFns, batch_size: int, mesh):
-    """`state -> {loss, accuracy, count}` over every image, the padded set kept on the device."""
-    n_real = len(labels)
-    images, labels, mask = pad_for_eval(images, labels, batch_size)
-    repl = parallel.replicated(mesh)
-    test = jax.device_put((images, labels, mask), repl)
-    step = jax.jit(functools.partial(eval_on_device, fns=fns, batch_size=batch_size,
-                                     sharding=parallel.batch_sharding(mesh)),
-                   donate_argnums=(1,))
-
-    def run(state: TrainState) -> dict:
-        acc = jax.device_put(_zeros(), repl)
-        for i in range(len(mask) // batch_size):
-            acc = step(state, acc, *test, i)
-        out = _summary(acc)
-        assert out["count"] == n_real, out  # every image once, padding masked out
-        return out
-
-    def compile_for(state: TrainState) -> None:
-        """Compile ahead of time, so that a timed `run(state)` does not."""
-        step.lower(state, jax.device_put(_zeros(), repl), *test, 0).compile()
-
-    run.compile_for = compile_for
-    return run
-
-
-def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, config: ConfigDict,
-             *, devices="all") -> dict:
-    """Test loss, accuracy and count of `model` (inference mode) on uint8 `images`.
-
-    Normalisation, batch size and test-time augmentation come from `config` (`data.mean`,
-    `data.std`, `train.eval_batch_size`, `train.tta_level`), as in the final evaluation of
-    training.
-    """
-    mesh = parallel.make_mesh(parallel.select_devices(devices))
-    eval_bs = -(-config.train.eval_batch_size // mesh.size) * mesh.size
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, model_state, None),
-                           parallel.replicated(mesh))
-    fns = _step_fns(config, graphdef, None, images.shape[-1])._replace(
-        tta_level=config.train.tta_level)
-    return make_eval(images, labels, fns, eval_bs, mesh)(state)
-
-
-def _step_fns(config: ConfigDict, graphdef, tx, channels: int) -> StepFns:
-    mean, std = (tuple(_per_channel(config.data[k], channels, k)) for k in ("mean", "std"))
-    return StepFns(graphdef, tx, mean, std, config.data.crop_padding, config.data.flip,
-                   config.train.label_smoothing, models.dtype_of(compute_dtype(config)),
-                   crop_fill=config.data.crop_fill)
-
-
-
-def _summary(acc: dict) -> dict:
-    acc = parallel.to_host(acc)
-    count = max(float(acc["count"]), 1.0)
-    return {"loss": float(acc["loss"]) / count, "accuracy": float(acc["correct"]) / count,
-            "count": int(acc["count"]), "first_bad": int(acc.get("first_bad", -1))}
-
-
-# ---------------------------------------------------------------- the run
-
-class Result(NamedTuple):
-    model: nnx.Module  # the trained model, merged back from the final state
-    history: list  # one dict per epoch, as written to metrics.jsonl
-    final: dict  # the last epoch's dict
-    stopped: str | None = None  # SIGTERM / SIGINT / stop_at_step: saved and stopped early
-
-
-def _fits_on_device(nbytes: int, devices: list[jax.Device], setting: str) -> bool:
-    if setting != "auto":
-        return setting == "yes"
-    local = [d for d in devices if d.process_index == jax.process_index()]
-    stats = local[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
-    # Keep at most a quarter of device memory for data; the rest is for activations.
-    return limit is None or nbytes < limit // 4
-
-
-class _Position(NamedTuple):
-    """Where a run stands: the next step is step `step_in_epoch` of 0-based `epoch`."""
-    epoch: int = 0
-    step_in_epoch: int = 0
-    acc: dict | None = None  # the epoch's metric sums so far, when resuming mid-epoch
-    history: tuple = ()
+def _evaluate_epoch(job: Job, state, epoch: int, train: dict, seconds: float, steps: int,
+                    clock: dict) -> dict:
+    """The epoch's metrics.jsonl row: train sums, test metrics, speed; after the last epoch also
+    the final (TTA) evaluation and the run's time as airbench counts it: init + training +
+    final evaluation, compilation left out and reported apart. Times are this process's: a
+    resumed run counts from its restart."""
+    tc = job.config.train
+    t = time.perf_counter()
+    ev = job.evaluate(state)
+    eval_seconds = time.perf_counter() - t
+    row = {"epoch": epoch + 1, "step": (epoch + 1) * job.steps_per_epoch,
+           "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+           "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
+           "images_per_sec": steps * tc.batch_size / seconds, "epoch_seconds": seconds}
+    if epoch + 1 < tc.epochs:
+        return row
+    row["tta_level"] = tc.tta_level
+    if tc.tta_level:
+        t = time.perf_counter()
+        fin = job.final_evaluate(state)
+        eval_seconds = time.perf_counter() - t
+        row.update(test_loss=fin["loss"], test_accuracy=fin["accuracy"],
+                   test_accuracy_no_tta=ev["accuracy"])
+    row.update(init_seconds=clock["init"], train_seconds=clock["train"],
+               final_eval_seconds=eval_seconds, compile_seconds=clock["compile"],
+               run_seconds=clock["init"] + clock["train"] + eval_seconds)
+    return row
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, devices="all",
                        dataset: Dataset | None = None, model: nnx.Module | None = None,
                        progress: bool = True, log=print, stop_at_step: int | None = None
                        ) -> Result:
-    """Train `config` and evaluate after every epoch; write config.json and metrics.jsonl.
+    """`build` then `fit`: train `config`, evaluate after every epoch, write into `workdir`."""
+    job, state = build(config, dataset=dataset, model=model, devices=devices)
+    return fit(job, state, workdir=workdir, progress=progress, log=log,
+               stop_at_step=stop_at_step)
 
-    `dataset` and `model` default to `load(config.data.name)` and `models.create(...)`; pass
-    your own from research code. `devices` is `all`, a count, or a list of ids (`--devices`).
-    With a `workdir`, checkpoints go to `<workdir>/checkpoints` and a rerun with the same
-    workdir resumes from the latest one, exactly. SIGTERM / SIGINT (or reaching `stop_at_step`
-    optimizer steps) saves a checkpoint at the next step boundary and returns early, with
-    `Result.stopped` saying why. `config.finetune.init_from` starts from a trained backbone.
-    """
-    from jaxcnn.config import check_config
-    check_config(config)
-    tc = config.train
-    main = parallel.is_main_process()
-    log = log if main else (lambda *_: None)
-    progress = progress and main
 
-    # ---- mesh
-    mesh = parallel.make_mesh(parallel.select_devices(devices))
-    log(parallel.describe(mesh))
-    parallel.check_batch_size(tc.batch_size, mesh)
-    batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+# ---------------------------------------------------------------- workdir and checkpoints
 
-    # ---- input
-    data = dataset if dataset is not None else load(config.data.name,
-                                                    cache_dir=config.data.cache_dir or None)
-    if config.data.classes or config.data.train_per_class:
-        data = data.subset(config.data.classes, config.data.train_per_class)
-    n_train = len(data.train_labels)
-    if tc.batch_size > n_train:
-        raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
-                        f"images of {data.name}: use a smaller batch")
-    steps_per_epoch = n_train // tc.batch_size  # the remainder is dropped; reshuffled each epoch
-    eval_bs = -(-tc.eval_batch_size // mesh.size) * mesh.size
+class _Saver:
+    """A run's checkpoints: every N epochs / steps and at the end; a no-op without a workdir."""
 
-    # ---- model & optimizer
-    key = jax.random.key(config.seed)
-    ckpt_dir = os.path.join(workdir, "checkpoints") if workdir else None
-    resume = checkpoint.latest_step(ckpt_dir) if ckpt_dir else None
-    if model is None:
-        model = models.create(config.model.name, num_classes=data.num_classes,
-                              dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
-                              rngs=nnx.Rngs(jax.random.fold_in(key, 0)),
-                              **models.options(config.model))
-    schedule = make_schedule(config.optim, steps_per_epoch, tc.epochs)
-    fine = bool(config.finetune.init_from)
-    if fine:
-        if resume is None:  # a resumed run has it all in its own checkpoint
-            finetune.load_backbone(model, config.finetune.init_from)
-        tx = finetune.make_finetune_optimizer(config, schedule, steps_per_epoch,
-                                              finetune.head_name(model))
-    else:
-        tx = make_train_optimizer(config, schedule, model, steps_per_epoch)
-    init_seconds, init_compile_seconds = (_init_from_data(model, data, config)
-                                          if resume is None and not fine else (0.0, 0.0))
-    graphdef, state = create_state(model, tx)
-    fns = _step_fns(config, graphdef, tx, data.image_shape[-1])
+    def __init__(self, job: Job, workdir: str | None, key: jax.Array):
+        self.job, self.key = job, key
+        self.directory = os.path.join(workdir, "checkpoints") if workdir else None
+        self.resumed_at = checkpoint.latest_step(self.directory) if workdir else None
+        self.ckpts = None
 
-    # ---- shard & transfer (and resume: the checkpoint's arrays land on this run's shardings)
-    state = jax.device_put(state, repl_sh)
+    def open(self, workdir: str) -> None:
+        self.ckpts = checkpoint.RunCheckpoints(workdir, self.job.config.checkpoint)
+
+    def due_after_epoch(self, epochs_done: int, epochs: int, spe: int) -> bool:
+        k = self.job.config.checkpoint
+        return (epochs_done == epochs or (k.every_epochs and epochs_done % k.every_epochs == 0)
+                or bool(k.every_steps and epochs_done * spe % k.every_steps == 0))
+
+    def reached_preemption(self, done: int) -> bool:
+        return bool(self.ckpts) and self.ckpts.reached_preemption(done)
+
+    def save(self, state, done: int, epoch: int, step_in_epoch: int, sums, history,
+             row: dict | None = None) -> None:
+        """Save after `done` steps, unless the loss has gone non-finite (then stop, loudly)."""
+        host = _sums_to_host(sums)
+        if host["first_bad"] >= 0:
+            _diverged(host["first_bad"], self.job.steps_per_epoch, self.directory)
+        if self.ckpts is None:
+            return
+        data, tc = self.job.data, self.job.config.train
+        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": done,
+                "steps_per_epoch": self.job.steps_per_epoch, "batch_size": tc.batch_size,
+                "acc": {k: float(v) for k, v in parallel.to_host(sums).items()
+                        if k != "first_bad"},
+                "history": history, "rng": jax.random.key_data(self.key).tolist(),
+                "model": self.job.config.model.name, "num_classes": data.num_classes,
+                "class_names": list(data.class_names), "image_shape": list(data.image_shape)}
+        self.ckpts.save(done, state, meta, metrics=row)
+
+    def close(self) -> None:
+        if self.ckpts:
+            self.ckpts.close()
+
+
+def _open_workdir(job: Job, state: TrainState, workdir: str | None):
+    """Resume from the workdir's latest checkpoint (if any), then write config.json."""
+    saver = _Saver(job, workdir, job.key)
     pos = _Position()
-    if resume is not None:
-        state, meta = checkpoint.restore(os.path.join(ckpt_dir, str(resume)), state)
-        pos = _position(meta, resume, steps_per_epoch, tc.batch_size, ckpt_dir)
-        key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
-    data_key, aug_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
-    on_device = _fits_on_device(data.train_images.nbytes, mesh.devices.flat,
-                                config.data.on_device)
-    run_eval = make_eval(data.test_images, data.test_labels, fns, eval_bs, mesh)
-    final_eval = (make_eval(data.test_images, data.test_labels,
-                            fns._replace(tta_level=tc.tta_level), eval_bs, mesh)
-                  if tc.tta_level else run_eval)
-    if on_device:
-        train_images, train_labels = jax.device_put((data.train_images, data.train_labels),
-                                                    repl_sh)
-    else:
-        host = HostBatches(data.train_images, data.train_labels, tc.batch_size)
-
-    # The streaming path takes one host batch per call; on the device, several steps per call.
-    per_call = steps_per_call(tc.steps_per_call, mesh.devices.flat[0].platform) if on_device else 1
-
-    @functools.cache
-    def compiled_step(frozen: bool):
-        f = fns._replace(bn_train=not frozen)
-        if on_device:
-            return jax.jit(functools.partial(train_steps_on_device, fns=f,
-                                             batch_size=tc.batch_size, sharding=batch_sh),
-                           donate_argnums=(0, 1))
-        return jax.jit(functools.partial(train_step_streamed, fns=f), donate_argnums=(0, 1))
-
-    # ---- workdir (only now: bad input has been refused before anything is written)
-    ckpts = None
+    if saver.resumed_at is not None:
+        ckpt = os.path.join(saver.directory, str(saver.resumed_at))
+        state, meta = checkpoint.restore(ckpt, state)
+        pos = _position(meta, saver.resumed_at, job, saver.directory)
+        saver.key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
+        job.set_key(saver.key)
     if workdir:
-        if main:
+        if parallel.is_main_process():
             os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-        ckpts = checkpoint.RunCheckpoints(workdir, config.checkpoint)
-    # metrics.jsonl and TensorBoard events; a resumed run continues its checkpoint's history
-    runlog = logs.RunLog(workdir if main else None, pos.history, tc.log_every_steps, schedule,
-                         resume)
-    log(f"jaxcnn: {config.model.name} on {data.name} ({n_train} train / "
-        f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
-        f"{steps_per_epoch} steps of {tc.batch_size}; {mesh.size} {mesh.devices.flat[0].platform}"
-        f" device(s); data {'on device' if on_device else 'streamed from host'}; "
-        f"{models.count_params(model):,} parameters")
-    log(summary.table(model, data.image_shape))
-    if fine and resume is None:
-        log(f"fine-tuning ({config.finetune.mode}) from {config.finetune.init_from}: backbone "
-            f"restored, new head '{finetune.head_name(model)}' for {data.num_classes} classes")
-    if resume is not None and pos.epoch >= tc.epochs:
-        log(f"{ckpt_dir}/{resume} already finished all {tc.epochs} epochs: nothing to train "
-            "(raise --config.train.epochs to continue, or use another --workdir to start over)")
-    elif resume is not None:
-        log(f"resuming from {ckpt_dir}/{resume}: epoch {pos.epoch + 1}, step "
-            f"{pos.step_in_epoch} of {steps_per_epoch}")
-
-    # ---- compile before the clock starts: the run's time, like airbench's, leaves it out
-    compile_seconds = init_compile_seconds
-    if pos.epoch < tc.epochs:
-        t = time.perf_counter()
-        if on_device:
-            args = (train_images, train_labels, epoch_permutation(data_key, pos.epoch, n_train))
-        else:
-            args = (Batch(*(jax.ShapeDtypeStruct((tc.batch_size,) + a.shape[1:], a.dtype,
-                                                 sharding=batch_sh)
-                            for a in (data.train_images, data.train_labels,
-                                      np.zeros(1, np.int32)))),)
-        compiled_step(fine and finetune.frozen_in_epoch(config, pos.epoch)).lower(
-            state, jax.device_put(initial_train_sums(), repl_sh), *args, pos.epoch, 0,
-            aug_key, *((1,) if on_device else ())).compile()
-        final_eval.compile_for(state)
-        compile_seconds += time.perf_counter() - t
-    train_seconds = 0.0
-
-    # ---- checkpoint
-    def save(done: int, epoch: int, step_in_epoch: int, acc, row: dict | None = None):
-
-        """Save after `done` steps, unless the loss has gone non-finite (then stop, loudly)."""
-        sums = _summary(acc)
-        if sums["first_bad"] >= 0:
-            _diverged(sums["first_bad"], steps_per_epoch, ckpt_dir)
-        if ckpts is None:
-            return
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": done,
-                "steps_per_epoch": steps_per_epoch, "batch_size": tc.batch_size,
-                "acc": {k: float(v) for k, v in parallel.to_host(acc).items()
-                        if k != "first_bad"},
-                "history": history, "rng": jax.random.key_data(key).tolist(),
-                "model": config.model.name, "num_classes": data.num_classes,
-                "class_names": list(data.class_names), "image_shape": list(data.image_shape)}
-        ckpts.save(done, state, meta, metrics=row)
-
-    # ---- loop
-    history, stopped = list(pos.history), None
-    k = config.checkpoint
-    try:
-        with checkpoint.StopSignals() as signals:
-            for epoch in range(pos.epoch, tc.epochs):
-                first = pos.step_in_epoch if epoch == pos.epoch else 0
-                acc = jax.device_put(pos.acc if first else initial_train_sums(), repl_sh)
-                step = compiled_step(fine and finetune.frozen_in_epoch(config, epoch))
-                bar = _progress(progress, steps_per_epoch, epoch, tc.epochs)
-                bar.update(first)
-                t0 = time.perf_counter()
-                runlog.start_epoch(epoch * steps_per_epoch + first)
-                if on_device:
-                    perm = epoch_permutation(data_key, epoch, n_train)
-                else:
-                    batches = host.epoch(data_key, epoch, batch_sh, start=first)
-                i = first
-                while i < steps_per_epoch:
-                    n = call_length(i, per_call, steps_per_epoch, epoch * steps_per_epoch,
-                                    (k.every_steps, tc.log_every_steps), stop_at_step)
-                    if on_device:
-                        state, acc = step(state, acc, train_images, train_labels, perm, epoch, i,
-                                          aug_key, n)
-                    else:
-                        state, acc = step(state, acc, next(batches), epoch, i, aug_key)
-                    i += n
-                    bar.update(n)
-                    done = epoch * steps_per_epoch + i
-                    runlog.step(done, acc)
-                    stopped = (signals.received
-                               or ("stop_at_step" if done == stop_at_step else None)
-                               or ("SIGTERM" if ckpts and ckpts.reached_preemption(done) else None))
-                    if i < steps_per_epoch and (stopped or (k.every_steps
-                                                            and done % k.every_steps == 0)):
-                        save(done, epoch, i, acc)
-                    if stopped:
-                        break
-                if stopped and i < steps_per_epoch:
-                    bar.close()
-                    break
-                train = _summary(acc)  # waits for the epoch's last step
-                seconds = time.perf_counter() - t0
-                ips = (steps_per_epoch - first) * tc.batch_size / seconds
-                bar.set_postfix_str(f"{ips:,.0f} img/s")
-                bar.close()
-                if train["first_bad"] >= 0 or not np.isfinite(train["loss"]):
-                    _diverged(train["first_bad"], steps_per_epoch, ckpt_dir)
-                train_seconds += seconds
-                t_eval = time.perf_counter()
-                ev = run_eval(state)
-                eval_seconds = time.perf_counter() - t_eval
-                row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                       "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                       "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
-                       "images_per_sec": ips, "epoch_seconds": seconds}
-                if epoch + 1 == tc.epochs:  # the final evaluation (TTA if set) and the run's time
-                    row.update(_final_evaluation(state, ev, eval_seconds, final_eval,
-                                                 tc.tta_level, init_seconds, train_seconds,
-                                                 compile_seconds))
-                history.append(row)
-                runlog.epoch(row)
-                log(f"epoch {epoch + 1}/{tc.epochs}: train_loss={train['loss']:.4f} "
-                    f"train_accuracy={train['accuracy']:.4f} test_loss={ev['loss']:.4f} "
-                    f"test_accuracy={ev['accuracy']:.4f} ({ips:,.0f} img/s, {seconds:.1f} s)")
-                if "run_seconds" in row:
-                    log(_final_line(row))
-                done = (epoch + 1) * steps_per_epoch
-                if (stopped or epoch + 1 == tc.epochs
-                        or (k.every_epochs and (epoch + 1) % k.every_epochs == 0)
-                        or (k.every_steps and done % k.every_steps == 0)):
-                    save(done, epoch + 1, 0, initial_train_sums(), row)
-                if stopped:
-                    break
-    finally:
-        runlog.close()
-        if ckpts:
-            ckpts.close()  # waits for a save still being written
-    if stopped:
-        where = f"checkpoint saved in {ckpt_dir}/{done}" if ckpts else "no workdir, nothing saved"
-        log(f"stopped by {stopped} after step {done}: {where}; rerun the same command to resume")
-    trained = nnx.merge(graphdef, *parallel.to_host((state.params, state.model_state)))
-    return Result(trained, history, history[-1] if history else {}, stopped)
+                f.write(job.config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        saver.open(workdir)
+    return state, pos, saver
 
 
-def _position(meta: dict, step: int, steps_per_epoch: int, batch_size: int,
-              ckpt_dir: str) -> _Position:
+def _position(meta: dict, step: int, job: Job, ckpt_dir: str) -> _Position:
     """Where the checkpoint's run stopped; refuse one whose epochs were cut differently."""
-    if (meta.get("steps_per_epoch"), meta.get("batch_size")) != (steps_per_epoch, batch_size):
+    spe, batch_size = job.steps_per_epoch, job.config.train.batch_size
+    if (meta.get("steps_per_epoch"), meta.get("batch_size")) != (spe, batch_size):
         raise UserError(f"the checkpoint in {ckpt_dir} was saved by a run with "
                         f"train.batch_size={meta.get('batch_size')} and "
                         f"{meta.get('steps_per_epoch')} steps per epoch, this one has "
-                        f"{batch_size} and {steps_per_epoch}: resume with the same data and batch "
+                        f"{batch_size} and {spe}: resume with the same data and batch "
                         "size, or use a new --workdir")
-    acc = {k: jnp.asarray(v, jnp.float32) for k, v in meta["acc"].items()}
-    acc["first_bad"] = jnp.full((), -1, jnp.int32)
-    assert meta["epoch"] * steps_per_epoch + meta["step_in_epoch"] == step, (meta, step)
-    return _Position(meta["epoch"], meta["step_in_epoch"], acc, list(meta["history"]))
+    sums = {k: np.float32(v) for k, v in meta["acc"].items()}
+    sums["first_bad"] = np.int32(-1)
+    assert meta["epoch"] * spe + meta["step_in_epoch"] == step, (meta, step)
+    return _Position(meta["epoch"], meta["step_in_epoch"], sums, list(meta["history"]))
 
 
 def _diverged(first_bad: int, steps_per_epoch: int, ckpt_dir: str | None):
@@ -572,56 +458,43 @@ def _diverged(first_bad: int, steps_per_epoch: int, ckpt_dir: str | None):
                     "optim.learning_rate or add warmup")
 
 
-def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict
-                    ) -> tuple[float, float]:
-    """The hook for a data-dependent init (airbench's whitening layer), and its seconds without
-    and with compilation.
+# ---------------------------------------------------------------- what a run prints
 
-    A model with a method `init_from_data(x_NxHxWxC)` gets `INIT_FROM_DATA_IMAGES` (default all)
-    training images, evenly spaced over the set (a class-sorted set gives each class its share),
-    normalised as in training, once before training (not when resuming: the checkpoint holds
-    the result; not when fine-tuning: the backbone is restored). The method runs under jit, so
-    it must be traceable (jax.numpy on the model's variables).
-    """
-    if not hasattr(model, "init_from_data"):
-        return 0.0, 0.0
-    total = len(data.train_labels)
-    rows = np.linspace(0, total - 1, min(getattr(model, "INIT_FROM_DATA_IMAGES", total), total))
-    mean, std = (_per_channel(config.data[k], data.image_shape[-1], k) for k in ("mean", "std"))
-    graphdef, variables = nnx.split(model)
-
-    def init(variables, images):
-        m = nnx.merge(graphdef, variables)
-        m.init_from_data(normalize(images, mean, std))
-        return nnx.state(m)
-
-    images = jax.device_put(data.train_images[rows.astype(np.int64)])
-
-    t = time.perf_counter()
-    compiled = jax.jit(init).lower(variables, images).compile()
-    t_run = time.perf_counter()
-    nnx.update(model, jax.block_until_ready(compiled(variables, images)))
-    return time.perf_counter() - t_run, t_run - t
+def _sums_to_host(sums: dict) -> dict:
+    host = parallel.to_host(sums)
+    count = max(float(host["count"]), 1.0)
+    return {"loss": float(host["loss"]) / count, "accuracy": float(host["correct"]) / count,
+            "count": int(host["count"]), "first_bad": int(host.get("first_bad", -1))}
 
 
+def _announce(job: Job, pos: _Position, saver: _Saver, log) -> None:
+    config, data, tc = job.config, job.data, job.config.train
+    log(parallel.describe(job.mesh))
+    feed = (f"data on device, {job.feed.per_call} steps per call"
+            if isinstance(job.feed, DeviceFeed) else "data streamed from host")
+    log(f"jaxcnn: {config.model.name} on {data.name} ({len(data.train_labels)} train / "
+        f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
+        f"{job.steps_per_epoch} steps of {tc.batch_size}; {job.mesh.size} "
+        f"{job.mesh.devices.flat[0].platform} device(s); {feed}")
+    log(job.model_summary)
+    where = saver.directory
+    if config.finetune.init_from and saver.resumed_at is None:
+        log(f"fine-tuning ({config.finetune.mode}) from {config.finetune.init_from}: backbone "
+            f"restored, new head for {data.num_classes} classes")
+    if saver.resumed_at is not None and pos.epoch >= tc.epochs:
+        log(f"{where}/{saver.resumed_at} already finished all {tc.epochs} epochs: nothing to "
+            "train (raise --config.train.epochs to continue, or use another --workdir to start "
+            "over)")
+    elif saver.resumed_at is not None:
+        log(f"resuming from {where}/{saver.resumed_at}: epoch {pos.epoch + 1}, step "
+            f"{pos.step_in_epoch} of {job.steps_per_epoch}")
 
-def _final_evaluation(state, ev: dict, eval_seconds: float, final_eval, tta_level: int,
-                      init_seconds: float, train_seconds: float, compile_seconds: float) -> dict:
-    """The last epoch's extra fields: its test metrics with TTA (`ev`, the plain ones, kept as
-    test_accuracy_no_tta) and the run's time as airbench counts it: init (data-dependent init
-    included) + training + final evaluation, compilation left out and reported apart. Times are
-    this process's: a resumed run counts from its restart."""
-    out = {"tta_level": tta_level}
-    if tta_level:
-        t = time.perf_counter()
-        fin = final_eval(state)
-        eval_seconds = time.perf_counter() - t
-        out.update(test_loss=fin["loss"], test_accuracy=fin["accuracy"],
-                   test_accuracy_no_tta=ev["accuracy"])
-    out.update(init_seconds=init_seconds, train_seconds=train_seconds,
-               final_eval_seconds=eval_seconds, compile_seconds=compile_seconds,
-               run_seconds=init_seconds + train_seconds + eval_seconds)
-    return out
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs}: train_loss={row['train_loss']:.4f} "
+            f"train_accuracy={row['train_accuracy']:.4f} test_loss={row['test_loss']:.4f} "
+            f"test_accuracy={row['test_accuracy']:.4f} ({row['images_per_sec']:,.0f} img/s, "
+            f"{row['epoch_seconds']:.1f} s)")
 
 
 def _final_line(row: dict) -> str:
@@ -631,17 +504,6 @@ def _final_line(row: dict) -> str:
             f"{row['init_seconds']:.1f} + train {row['train_seconds']:.1f} + final eval "
             f"{row['final_eval_seconds']:.1f}, compilation ({row['compile_seconds']:.1f} s) "
             "not counted")
-
-
-def _per_channel(v, channels: int, name: str) -> list[float]:
-
-    v = [float(x) for x in (v if isinstance(v, (tuple, list)) else [v])]
-    if len(v) == 1:
-        v = v * channels
-    if len(v) != channels:
-        raise UserError(f"data.{name} has {len(v)} values but the images have {channels} "
-                        "channels: give one value or one per channel")
-    return v
 
 
 def _progress(enabled: bool, total: int, epoch: int, epochs: int):

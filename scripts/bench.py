@@ -1,29 +1,34 @@
-"""Throughput of the seed CNN in jaxcnn, side by side with the seed's own PyTorch code.
+"""Training and inference speed of every model, side by side with the same network in PyTorch.
 
-    python scripts/bench.py                    # a few minutes on 2 CPU cores
-    python scripts/bench.py --quick            # smoke run, < 1 min
-    python scripts/bench.py --json bench.json  # the same results as JSON
-    python scripts/bench.py --no-torch         # jaxcnn only
-    python scripts/bench.py --scaling --cpu-devices 8   # plus a 1/2/4/8-device table
+    python scripts/bench.py --json results/bench-<date>.json   # ~10 minutes on 2 CPU cores
+    python scripts/bench.py --quick --no-torch                  # smoke run
+    python scripts/bench.py --rows "train cnn b64"              # some rows only
+    python scripts/bench.py --sweep                             # steps per compiled call
 
-Rows: training at batch 64 (the seed's) and 512, inference at batch 1024. Each side of a row is
-a `Runner`; its first call is timed on its own (jaxcnn: trace + compile + one step), then a few
-warm-up steps, then R repeats of S steps, each repeat ended by waiting for the device. The
-repeats of all rows and both sides are interleaved, and which side goes first alternates from
-one repeat to the next, so slow drift on a shared machine hits both sides alike.
+Training rows (`train <model> b<batch>`) time three sides on the same synthetic CIFAR-shaped
+data (50,000 uint8 images, on the device):
+  engine     the training loop's own step: `train.build(config)` then `job.advance`, with the
+             steps per compiled call `fit` takes between log points (`train.steps_per_call=0`,
+             chosen per backend and model: jaxcnn/feeds.py), batches gathered, augmented and
+             normalised inside the compiled call as in training;
+  one/step   the same build with `train.steps_per_call=1`: one `jax.jit` dispatch per step, the
+             plain jitted train step the engine's loop must not be slower than;
+  PyTorch    the same network, loss and optimizer in eager mode on normalised float tensors
+             already in memory (scripts/torch_peers.py): no DataLoader, no augmentation.
+Inference rows: the seed CNN's jitted forward (`steps.forward`: normalisation inside, inference
+mode) on a uint8 batch on the device, against `torch.no_grad()` eval mode on a float batch;
+`infer cnn b1` is latency: every call waits for its result, on both sides.
 
-jaxcnn runs the path `train_and_evaluate` runs: `train_steps_on_device` (16 steps per compiled
-call on the CPU, `train.steps_per_call`), jitted with donation, gathering and normalising uint8
-batches from the data set held on the device (`load("synthetic")`, 50,000 images, mean/std 0.5,
-no augmentation: the seed recipe).
-PyTorch runs the seed's network, loss and optimizer eagerly on float tensors already in memory:
-its DataLoader (decode, ToTensor, Normalize) is left out, so neither side pays for loading.
+Each side is timed as: compile (`.lower().compile()` alone, jaxcnn only), first call (timed
+apart), warm-up calls, then R repeats of S optimizer steps (or forward calls), each ended by
+waiting for the device. The repeats of all rows and sides are interleaved, and the side order
+rotates from one repeat to the next, so slow drift on a shared machine hits all sides alike.
+`--json` writes every repeat, the machine and the versions.
 """
 
 import argparse
 import dataclasses
 import datetime
-import functools
 import gc
 import importlib.metadata
 import json
@@ -36,205 +41,153 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxcnn import models, parallel  # noqa: E402
-from jaxcnn.config import compute_dtype, default_config  # noqa: E402
+from jaxcnn import models, parallel, train  # noqa: E402
+from jaxcnn.config import default_config  # noqa: E402
 from jaxcnn.data import Dataset, load  # noqa: E402
-from jaxcnn.data.pipeline import epoch_permutation, normalize  # noqa: E402
-from jaxcnn.optim import make_optimizer, make_schedule  # noqa: E402
-from jaxcnn.train import (  # noqa: E402
-    StepFns,
-    create_state,
-    initial_train_sums,
-    steps_per_call,
-    train_steps_on_device,
-)
+from jaxcnn.inference import forward_config  # noqa: E402
+from jaxcnn.steps import forward, initial_train_sums  # noqa: E402
 
-EPOCH_IMAGES = 50_000  # a CIFAR-10 training epoch, for the seconds-per-epoch column
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"cnn": None, "resnet20": "cifar10_resnet20", "resnet18": "cifar10_resnet20",
+           "airbench": "cifar10_airbench"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # train | infer
+    kind: str  # train | infer | latency
+    model: str
     batch_size: int
-    steps: int  # per repeat; ~5 s at ~1,200 img/s (train) on 2 CPU cores
+    steps: int  # optimizer steps (or forward calls) per repeat
     quick_steps: int
 
 
 ROWS = (
-    Row("train b64", "train", 64, 100, 8),
-    Row("train b512", "train", 512, 12, 2),
-    Row("infer b1024", "infer", 1024, 20, 2),
-    Row("infer b1", "infer", 1, 200, 20),  # latency: shown in ms per call
+    Row("train cnn b64", "train", "cnn", 64, 96, 16),
+    Row("train cnn b512", "train", "cnn", 512, 16, 2),
+    Row("train resnet20 b64", "train", "resnet20", 64, 32, 4),
+    Row("train resnet18 b64", "train", "resnet18", 64, 8, 2),
+    Row("train airbench b128", "train", "airbench", 128, 16, 2),
+    Row("infer cnn b1024", "infer", "cnn", 1024, 20, 2),
+    Row("infer cnn b1", "latency", "cnn", 1, 200, 20),
 )
 REPEATS, QUICK_REPEATS = 5, 2
-WARMUP, QUICK_WARMUP = 3, 1  # untimed steps after the first call
+WARMUP, QUICK_WARMUP = 2, 1  # untimed calls after the first one
 MIN_REPEAT_S = 2.0  # a repeat is lengthened to at least this (fast machines, GPUs)
 
 
 @dataclasses.dataclass
 class Runner:
-    """One side of one row: `step()` queues one batch of work, `sync()` waits for all of it."""
-    images_per_step: int
+    """One side of one row: `step()` queues `per_call` steps of work, `sync()` waits for it."""
+    side: str
+    images_per_call: int
     step: Callable[[], None]
     sync: Callable[[], None]
     check: Callable[[], None]  # raises if the work went wrong (non-finite loss)
-    per_call: int = 1  # optimizer steps one `step()` queues (jaxcnn: a compiled loop)
+    per_call: int = 1  # optimizer steps one `step()` takes
+    compile_s: float | None = None  # `.lower().compile()` alone (jaxcnn)
 
 
-def run_steps(r: Runner, n: int) -> float:
-    """Seconds for `n` steps, up to the end of the last one."""
+def run_calls(r: Runner, n: int, blocking: bool = False) -> float:
+    """Seconds for `n` calls, up to the end of the last one (of each one, if `blocking`)."""
     gc.collect()  # outside the timer: no collection pause lands inside a repeat
     t0 = time.perf_counter()
     for _ in range(n):
         r.step()
+        if blocking:
+            r.sync()
     r.sync()
     return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- jaxcnn
 
-def jax_train(data: Dataset, batch_size: int, devices: list[jax.Device],
-              per_call: int | None = None) -> Runner:
-    """Seed CNN + Adam, built as `train_and_evaluate` builds them; the jitted on-device steps,
-    `per_call` optimizer steps per call as the training loop takes them (default: its auto
-    setting for the backend), the global batch split over a mesh of `devices`."""
-    config = default_config()  # the seed recipe: cnn, adam 1e-3 constant, mean/std 0.5, no aug
-    mesh = parallel.make_mesh(list(devices))
-    batch_sh, repl_sh = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-    n_train = len(data.train_labels)
-    steps_per_epoch = n_train // batch_size
-    key = jax.random.key(config.seed)
-    init_key, data_key, aug_key = (jax.random.fold_in(key, i) for i in range(3))
-    model = models.create(config.model.name, num_classes=data.num_classes,
-                          dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
-                          rngs=nnx.Rngs(init_key))
-    tx = make_optimizer(config.optim, make_schedule(config.optim, steps_per_epoch,
-                                                    config.train.epochs))
-    graphdef, state = create_state(model, tx)
-    fns = StepFns(graphdef, tx, tuple(config.data.mean), tuple(config.data.std),
-                  config.data.crop_padding, config.data.flip, config.train.label_smoothing,
-                  models.dtype_of(compute_dtype(config)))
-    state = jax.device_put(state, repl_sh)
-    images, labels = jax.device_put((data.train_images, data.train_labels), repl_sh)
-    perm = epoch_permutation(data_key, 0, n_train)
-    k = min(per_call or steps_per_call(config.train.steps_per_call, devices[0].platform),
-            steps_per_epoch)
-    step_fn = jax.jit(functools.partial(train_steps_on_device, fns=fns, batch_size=batch_size,
-                                        sharding=batch_sh), donate_argnums=(0, 1))
-    carry = {"state": state, "acc": jax.device_put(initial_train_sums(), repl_sh), "i": 0}
+def model_config(model: str, batch_size: int, steps_per_call: int = 0):
+    """The model's recipe (its configs/ file; the seed recipe for the CNN) at `batch_size`."""
+    config = default_config()
+    if CONFIGS[model]:
+        import importlib
+        config = importlib.import_module(f"configs.{CONFIGS[model]}").get_config()
+    config.model.name = model
+    config.train.batch_size, config.train.steps_per_call = batch_size, steps_per_call
+    config.train.epochs, config.train.eval_batch_size = 1, 1000
+    return config
 
-    def step():  # k optimizer steps, never across an epoch's end (the count stays exact)
-        epoch, i = divmod(carry["i"], steps_per_epoch)
-        if i + k > steps_per_epoch:
+
+def jax_train(data: Dataset, model: str, batch_size: int, devices="1",
+              steps_per_call: int = 0) -> Runner:
+    """`build` the model's recipe, then time `job.advance` as `fit` calls it: `per_call` steps
+    per call, never across an epoch's end (the epoch's sums stay exact)."""
+    config = model_config(model, batch_size, steps_per_call)
+    job, state = train.build(config, dataset=data, devices=devices)
+    k = min(job.feed.per_call, job.steps_per_epoch)
+    spe = job.steps_per_epoch
+    compile_s = job.compile(state, 0, [k])
+    # the sums replicated, as `fit` passes them: the call then hits the executable compiled above
+    sums = jax.device_put(initial_train_sums(), parallel.replicated(job.mesh))
+    carry = {"state": state, "sums": sums, "done": 0}
+
+    def step():
+        epoch, i = divmod(carry["done"], spe)
+        if i + k > spe:
             epoch, i = epoch + 1, 0
-        carry["state"], carry["acc"] = step_fn(carry["state"], carry["acc"], images, labels,
-                                               perm, epoch, i, aug_key, k)
-        carry["i"] = epoch * steps_per_epoch + i + k
+        carry["state"], carry["sums"] = job.advance(carry["state"], carry["sums"], epoch, i, k)
+        carry["done"] = epoch * spe + i + k
 
     def check():
-        loss = float(carry["acc"]["loss"])
+        loss = float(carry["sums"]["loss"])
         if not math.isfinite(loss):
-            raise RuntimeError(f"jaxcnn train b{batch_size}: summed loss is {loss}")
+            raise RuntimeError(f"jaxcnn {model} b{batch_size}: summed loss is {loss}")
 
-    jax.block_until_ready((state, images, labels, perm))
-    return Runner(batch_size * k, step, lambda: jax.block_until_ready(carry["acc"]), check,
-                  per_call=k)
+    side = "engine" if steps_per_call == 0 else f"{steps_per_call}/call"
+    return Runner(side, batch_size * k, step, lambda: jax.block_until_ready(carry["sums"]),
+                  check, per_call=k, compile_s=compile_s)
 
 
-def jax_infer(data: Dataset, batch_size: int, device: jax.Device) -> Runner:
-    """Jitted forward of the freshly initialised seed CNN in eval mode, normalised float input."""
-    config = default_config()
-    init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-    model = models.create(config.model.name, num_classes=data.num_classes,
-                          rngs=nnx.Rngs(init_key))
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    params, model_state = jax.device_put((params, model_state), device)
-    x_BxHxWxC = jax.device_put(normalize(data.train_images[:batch_size], config.data.mean,
-                                         config.data.std), device)
-
-    @jax.jit
-    def forward(params, model_state, x_BxHxWxC):
-        return nnx.merge(graphdef, params, model_state, copy=True)(x_BxHxWxC, train=False)
-
+def jax_infer(data: Dataset, model: str, batch_size: int) -> Runner:
+    """The jitted `steps.forward` (normalisation inside, inference mode) of the freshly
+    initialised model on a uint8 batch on the device."""
+    config = model_config(model, 64)
+    net = models.create(model, num_classes=data.num_classes, rngs=nnx.Rngs(0),
+                        **models.options(config.model))
+    cfg, params, model_state = forward_config(net, config, data.image_shape)
+    params, model_state = jax.device_put((params, model_state))
+    x = jax.device_put(data.train_images[:batch_size])
+    t = time.perf_counter()
+    compiled = jax.jit(lambda p, s, x: forward(cfg, p, s, x)).lower(params, model_state,
+                                                                   x).compile()
+    compile_s = time.perf_counter() - t
     out = {"logits": None}
 
     def step():
-        out["logits"] = forward(params, model_state, x_BxHxWxC)
+        out["logits"] = compiled(params, model_state, x)
 
     def check():
         if not np.isfinite(np.asarray(out["logits"])).all():
-            raise RuntimeError(f"jaxcnn infer b{batch_size}: non-finite logits")
+            raise RuntimeError(f"jaxcnn infer {model} b{batch_size}: non-finite logits")
 
-    jax.block_until_ready(x_BxHxWxC)
-    return Runner(batch_size, step, lambda: jax.block_until_ready(out["logits"]), check)
-
-
-# ---------------------------------------------------------------- PyTorch (the seed's code)
-
-TORCH_POOL = 4096  # images held as float tensors; batches are slices of it (views, no copy)
+    return Runner("engine", batch_size, step, lambda: jax.block_until_ready(out["logits"]),
+                  check, compile_s=compile_s)
 
 
-def torch_device():
+# ---------------------------------------------------------------- PyTorch
+
+def torch_train(data: Dataset, model: str, batch_size: int) -> Runner:
+    """The same network, loss and optimizer, eager: zero_grad, forward, loss, backward, step."""
     import torch
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def torch_sync():
-    import torch
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def torch_seed_net():
-    """The seed's network, as it wrote it."""
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-            self.fc1 = nn.Linear(64 * 8 * 8, 1024)
-            self.fc2 = nn.Linear(1024, 10)
-
-        def forward(self, x):
-            x = self.pool(F.relu(self.conv1(x)))
-            x = self.pool(F.relu(self.conv2(x)))
-            x = x.view(-1, 64 * 8 * 8)
-            x = F.relu(self.fc1(x))
-            return self.fc2(x)
-
-    return Net()
-
-
-def torch_batches(data: Dataset, batch_size: int):
-    """Normalised NCHW float batches (the seed's transform, applied once, up front)."""
-    import torch
-    n = max(TORCH_POOL // batch_size, 1) * batch_size
-    x_NxHxWxC = data.train_images[:n].astype(np.float32) / 255.0
-    x_NxCxHxW = torch.from_numpy(((x_NxHxWxC - 0.5) / 0.5).transpose(0, 3, 1, 2).copy())
-    y_N = torch.from_numpy(data.train_labels[:n].astype(np.int64))
-    x_NxCxHxW, y_N = x_NxCxHxW.to(torch_device()), y_N.to(torch_device())
-    return [(x_NxCxHxW[i:i + batch_size], y_N[i:i + batch_size])
-            for i in range(0, n, batch_size)]
-
-
-def torch_train(data: Dataset, batch_size: int) -> Runner:
-    """The seed's loop body: zero_grad, forward, CrossEntropyLoss, backward, Adam step."""
-    import torch
+    import torch_peers
     torch.manual_seed(0)
-    net = torch_seed_net().to(torch_device())
-    criterion = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batches = torch_batches(data, batch_size)
+    make_net, make_opt, smoothing = torch_peers.RECIPES[model]
+    net = make_net().to(torch_peers.device()).train()
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
+    optimizer = make_opt([p for p in net.parameters() if p.requires_grad])
+    batches = torch_peers.batches(data.train_images, data.train_labels, batch_size)
     carry = {"i": 0, "loss": None}
 
     def step():
@@ -243,23 +196,23 @@ def torch_train(data: Dataset, batch_size: int) -> Runner:
         loss = criterion(net(inputs), labels)
         loss.backward()
         optimizer.step()
-        carry["loss"] = loss  # no .item(): that would wait for the GPU every step
+        carry["loss"] = loss  # no .item(): that would wait for a GPU every step
         carry["i"] += 1
 
     def check():
         loss = carry["loss"].item()
         if not math.isfinite(loss):
-            raise RuntimeError(f"PyTorch train b{batch_size}: loss is {loss}")
+            raise RuntimeError(f"PyTorch {model} b{batch_size}: loss is {loss}")
 
-    return Runner(batch_size, step, torch_sync, check)
+    return Runner("PyTorch", batch_size, step, torch_peers.sync, check)
 
 
-def torch_infer(data: Dataset, batch_size: int) -> Runner:
-    """The seed's network forward under torch.no_grad(), eval mode."""
+def torch_infer(data: Dataset, model: str, batch_size: int) -> Runner:
     import torch
+    import torch_peers
     torch.manual_seed(0)
-    net = torch_seed_net().to(torch_device()).eval()
-    inputs, _ = torch_batches(data, batch_size)[0]
+    net = torch_peers.RECIPES[model][0]().to(torch_peers.device()).eval()
+    inputs, _ = torch_peers.batches(data.train_images, data.train_labels, batch_size)[0]
     out = {"logits": None}
 
     def step():
@@ -268,57 +221,60 @@ def torch_infer(data: Dataset, batch_size: int) -> Runner:
 
     def check():
         if not torch.isfinite(out["logits"]).all():
-            raise RuntimeError(f"PyTorch infer b{batch_size}: non-finite logits")
+            raise RuntimeError(f"PyTorch infer {model} b{batch_size}: non-finite logits")
 
-    return Runner(batch_size, step, torch_sync, check)
+    return Runner("PyTorch", batch_size, step, torch_peers.sync, check)
 
 
 # ---------------------------------------------------------------- measurement
 
 @dataclasses.dataclass
 class Side:
-    """One side of one row being measured: its runner, its steps per repeat, its samples."""
+    """One side of one row being measured: its runner, its calls per repeat, its samples."""
     runner: Runner
-    first_s: float = 0.0
-    steps: int = 0
+    blocking: bool
+    first_call_s: float = 0.0
+    calls: int = 0
     seconds: list = dataclasses.field(default_factory=list)
 
-    def summary(self, row: Row) -> dict:
-        ips = [self.steps * self.runner.images_per_step / s for s in self.seconds]
-        med = statistics.median(ips)
-        out = {"images_per_s": med, "min": min(ips), "max": max(ips), "samples": ips,
-               "steps": self.steps, "repeats": len(ips), "first_call_s": self.first_s}
-        if row.kind == "train":
-            out["epoch_s"] = EPOCH_IMAGES / med
+    def summary(self) -> dict:
+        r = self.runner
+        ips = [self.calls * r.images_per_call / s for s in self.seconds]
+        out = {"side": r.side, "images_per_s": statistics.median(ips), "min": min(ips),
+               "max": max(ips), "samples": ips, "seconds": self.seconds, "calls": self.calls,
+               "steps_per_call": r.per_call, "repeats": len(ips),
+               "compile_s": r.compile_s, "first_call_s": self.first_call_s}
+        if self.blocking:  # latency: ms per call, each call waited for
+            ms = [1e3 * s / self.calls for s in self.seconds]
+            out.update(ms_per_call=statistics.median(ms), ms_min=min(ms), ms_max=max(ms))
         return out
 
 
-def prepare(runner: Runner, steps: int, warmup: int, min_repeat_s: float) -> Side:
-    """First call (timed: for jaxcnn trace + compile + one step), then warm-up steps.
-
-    With `min_repeat_s` > 0 the warm-up's pace lengthens a repeat to at least that many seconds.
-    """
-    side = Side(runner, first_s=run_steps(runner, 1), steps=steps)
+def prepare(runner: Runner, steps: int, warmup: int, min_repeat_s: float, blocking: bool
+            ) -> Side:
+    """The first call (timed apart), warm-up calls; `steps` optimizer steps per repeat, in
+    whole calls, lengthened to at least `min_repeat_s` seconds when that is > 0."""
+    side = Side(runner, blocking, first_call_s=run_calls(runner, 1, blocking),
+                calls=max(1, round(steps / runner.per_call)))
     if warmup:
-        per_step = run_steps(runner, warmup) / warmup
+        per_call = run_calls(runner, warmup, blocking) / warmup
         if min_repeat_s > 0:
-            side.steps = max(steps, math.ceil(min_repeat_s / per_step))
+            side.calls = max(side.calls, math.ceil(min_repeat_s / per_call))
     return side
 
 
-def measure(sides: list[list[Side]], repeats: int, log=print) -> None:
-    """`repeats` rounds over every row; within a row the side that goes first alternates."""
+def measure(rows: list[list[Side]], repeats: int, log=print) -> None:
+    """`repeats` rounds over every row; within a row the side that goes first rotates."""
     for r in range(repeats):
-        for row_sides in sides:
-            for side in (row_sides if r % 2 == 0 else row_sides[::-1]):
-                side.seconds.append(run_steps(side.runner, side.steps))
+        for sides in rows:
+            k = r % len(sides)
+            for side in sides[k:] + sides[:k]:
+                side.seconds.append(run_calls(side.runner, side.calls, side.blocking))
         log(f"  repeat {r + 1}/{repeats} done")
-    for row_sides in sides:
-        for side in row_sides:
+    for sides in rows:
+        for side in sides:
             side.runner.check()
 
-
-# ---------------------------------------------------------------- report
 
 def machine_info(torch_threads: int | None) -> dict:
     """Machine, versions, backend and date: the header every result carries."""
@@ -350,93 +306,90 @@ def machine_info(torch_threads: int | None) -> dict:
     return info
 
 
-def _cell(s: dict | None, batch_size: int | None = None) -> str:
+# ---------------------------------------------------------------- report
+
+def _cell(s: dict | None) -> str:
     if s is None:
         return "—"
-    if batch_size == 1:  # latency, ms per image: the slowest repeat is the max
-        return f"{1e3 / s['images_per_s']:.2f} ms [{1e3 / s['max']:.2f}–{1e3 / s['min']:.2f}]"
+    if "ms_per_call" in s:
+        return f"{s['ms_per_call']:.2f} ms [{s['ms_min']:.2f}–{s['ms_max']:.2f}]"
     return f"{s['images_per_s']:,.0f} [{s['min']:,.0f}–{s['max']:,.0f}]"
 
 
-def markdown(info: dict, results: list[dict], notes: list[str]) -> str:
+def _ratio(a: dict | None, b: dict | None) -> str:
+    return f"{a['images_per_s'] / b['images_per_s']:.2f}" if a and b else "—"
+
+
+def markdown(info: dict, results: list[dict]) -> str:
     v = info["versions"]
     lines = [
-        "# jaxcnn benchmark: seed CNN on CIFAR-shaped data",
-        "",
+        "# jaxcnn benchmark: every model, engine vs one dispatch per step vs PyTorch eager", "",
         f"- machine: {info['cpu']}, {info['cores']} cores; 1-min load average "
         f"{info['load_avg_1m_start']:.2f} at start, {info['load_avg_1m_end']:.2f} at end",
         "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x),
         f"- jaxcnn: backend {info['jax_backend']}, device {info['jax_device_kind']} "
-        f"({info['jax_devices_used']} of {info['jax_devices_present']} used)",
-    ]
+        f"({info['jax_devices_used']} of {info['jax_devices_present']} used)"]
     if "torch_device" in info:
         lines.append(f"- PyTorch: device {info['torch_device']}, {info['torch_threads']} "
-                     f"intra-op threads (os.cpu_count() = {info['cores']})")
+                     "intra-op threads")
     lines += [f"- date: {info['date']}", f"- command: `{info['command']}`", "",
-              "| row | jaxcnn img/s median [min–max] | PyTorch img/s median [min–max] | ratio "
-              "| jaxcnn compile s | s / 50k-image epoch (jaxcnn / PyTorch) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "img/s median [min–max] over the repeats (latency: ms per call, each call waited "
+              "for).", "",
+              "| row | engine (steps/call) | one dispatch per step | PyTorch eager "
+              "| engine / one-per-step | engine / PyTorch | compile s | first call s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
-        j, t = res["jaxcnn"], res["pytorch"]
-        ratio = f"{res['ratio']:.2f}" if res["ratio"] is not None else "—"
-        epoch = "—"
-        if "epoch_s" in j:
-            epoch = f"{j['epoch_s']:.1f} / " + (f"{t['epoch_s']:.1f}" if t else "—")
-        b = res["batch_size"]
-        lines.append(f"| {res['name']} | {_cell(j, b)} | {_cell(t, b)} | {ratio} "
-                     f"| {j['first_call_s']:.2f} | {epoch} |")
-    lines += ["", *(f"- {n}" for n in notes)]
+        e, one, t = res["engine"], res.get("one_per_step"), res.get("pytorch")
+        vs_torch = _ratio(e, t)
+        if "ms_per_call" in e and t:  # latency: PyTorch's ms over ours
+            vs_torch = f"{t['ms_per_call'] / e['ms_per_call']:.2f}"
+        lines.append(f"| {res['name']} | {_cell(e)} ({e['steps_per_call']}) | {_cell(one)} "
+                     f"| {_cell(t)} | {_ratio(e, one)} | {vs_torch} | {e['compile_s']:.2f} "
+                     f"| {e['first_call_s']:.2f} |")
     return "\n".join(lines)
 
 
-def notes_for(results: list[dict], with_torch: bool, repeats: int) -> list[str]:
-    steps = "; ".join(
-        f"{r['name']} {r['jaxcnn']['steps']}"
-        + (f" / {r['pytorch']['steps']}" if r["pytorch"] else "") for r in results)
-    notes = [
-        f"{repeats} timed repeats per cell; calls per repeat (jaxcnn"
-        + (" / PyTorch" if with_torch else "") + f"): {steps}. Spread is min–max over repeats.",
-        "Repeats are interleaved: each round runs every row once per side, and the side that "
-        "goes first alternates from round to round.",
-        "jaxcnn: `train_steps_on_device` jitted with donation (several optimizer steps per "
-        "compiled call, `train.steps_per_call`), the path `train_and_evaluate` runs; it "
-        "gathers and normalises uint8 batches from the data set held on the device "
-        "(synthetic, 50,000 images, mean/std 0.5, no augmentation). Inference: jitted forward "
-        "in eval mode on a normalised float batch.",
-        "compile s: the first call alone (trace + compile + one call); then warm-up calls, "
-        "untimed.",
-    ]
-    if with_torch:
-        notes += [
-            "PyTorch: the seed's Net, CrossEntropyLoss, Adam(lr=1e-3), eager; per batch "
-            "zero_grad, forward, backward, step (no loss.item()). Inputs are normalised float "
-            "tensors already in memory: the seed's DataLoader is left out, as is any data "
-            "loading on the jaxcnn side.",
-            "ratio: jaxcnn median / PyTorch median (> 1: jaxcnn faster).",
-        ]
-    return notes
+def sweep_markdown(sweep: list[dict]) -> str:
+    lines = ["", "## Steps per compiled call (engine, ms per optimizer step, median [min–max])",
+             "", "| model, batch | " + " | ".join(f"{k}/call" for k in SWEEP) + " |",
+             "|---|" + "---:|" * len(SWEEP)]
+    for row in sweep:
+        cells = []
+        for k in SWEEP:
+            s = row["sides"].get(str(k))
+            cells.append("—" if s is None else
+                         f"{1e3 * row['batch_size'] / s['images_per_s']:.1f} "
+                         f"[{1e3 * row['batch_size'] / s['max']:.1f}–"
+                         f"{1e3 * row['batch_size'] / s['min']:.1f}]")
+        lines.append(f"| {row['model']} b{row['batch_size']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- main
+
+SWEEP = (1, 2, 4, 8, 16, 32)
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few steps and repeats: a smoke run")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--rows", help="comma list of row names (default: all), e.g. "
+                   "'train cnn b64,infer cnn b1'")
+    p.add_argument("--sweep", action="store_true",
+                   help="also time the engine at 1..32 steps per call for every train row")
     p.add_argument("--scaling", action="store_true",
-                   help="also time training on meshes of 1, 2, 4 and 8 devices")
+                   help="also time seed CNN training on meshes of 1, 2, 4 and 8 devices")
     p.add_argument("--cpu-devices", type=int, metavar="N",
                    help="split the CPU into N devices (JAX's jax_num_cpu_devices), for --scaling")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                    help="PyTorch intra-op threads (default os.cpu_count())")
-    p.add_argument("--steps", type=int, help="steps per repeat for every row (no lengthening)")
-    p.add_argument("--per-call", type=int, metavar="K",
-                   help="jaxcnn optimizer steps per compiled call (default: the training "
-                        "loop's train.steps_per_call=0 choice for the backend)")
+    p.add_argument("--steps", type=int, help="optimizer steps per repeat for every row (taken "
+                   "as given: no lengthening)")
     p.add_argument("--repeats", type=int, help=f"timed repeats (default {REPEATS}, quick "
                    f"{QUICK_REPEATS})")
-    p.add_argument("--warmup", type=int, help=f"untimed steps after the first call (default "
+    p.add_argument("--warmup", type=int, help=f"untimed calls after the first one (default "
                    f"{WARMUP}, quick {QUICK_WARMUP})")
     p.add_argument("--airbench", metavar="DATA",
                    help="also time the airbench recipe (configs/cifar10_airbench.py) end to end "
@@ -446,14 +399,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--airbench-seeds", type=int, default=3, metavar="N",
                    help="airbench runs, seeds 0..N-1 (default 3)")
     args = p.parse_args(argv)
-    for name in ("steps", "per_call", "repeats", "torch_threads", "airbench_epochs",
-                 "airbench_seeds"):
+    for name in ("steps", "repeats", "torch_threads", "airbench_epochs", "airbench_seeds"):
         v = getattr(args, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.warmup is not None and args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
+    names = [r.name for r in ROWS]
+    args.rows = [r.strip() for r in args.rows.split(",")] if args.rows else names
+    unknown = [r for r in args.rows if r not in names]
+    if unknown:
+        p.error(f"unknown row(s) {', '.join(unknown)}: choose among {', '.join(names)}")
     return args
+
+
+def torch_threads_or_none(args) -> int | None:
+    if args.no_torch:
+        return None
+    try:
+        import torch
+    except ImportError as e:
+        print(f"PyTorch peer skipped: `import torch` failed ({e}); pip install -e '.[bench]'",
+              file=sys.stderr)
+        return None
+    torch.set_num_threads(args.torch_threads)
+    return args.torch_threads
 
 
 def main(argv: list[str]) -> int:
@@ -465,88 +435,87 @@ def main(argv: list[str]) -> int:
                                                           else WARMUP)
     # Explicit step counts are taken as given; the default ones are lengthened where fast.
     min_repeat_s = 0.0 if (args.quick or args.steps) else MIN_REPEAT_S
-
-    torch_threads = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError as e:
-            print(f"PyTorch peer skipped: `import torch` failed ({e}); "
-                  "pip install -e '.[bench]'", file=sys.stderr)
-        else:
-            torch_threads = args.torch_threads
-            torch.set_num_threads(torch_threads)
-    with_torch = torch_threads is not None
-    info = machine_info(torch_threads)
-
+    threads = torch_threads_or_none(args)
+    info = machine_info(threads)
     data = load("synthetic")
-    device = jax.devices()[0]
-    sides = []
-    for row in ROWS:
-        steps = args.steps or (row.quick_steps if args.quick else row.steps)
+    rows = [r for r in ROWS if r.name in args.rows]
+    measured = []
+    for row in rows:
         print(f"preparing {row.name} ...", file=sys.stderr)
         if row.kind == "train":
-            runners = [jax_train(data, row.batch_size, [device], args.per_call)]
-            if with_torch:
-                runners.append(torch_train(data, row.batch_size))
+            runners = [jax_train(data, row.model, row.batch_size),
+                       jax_train(data, row.model, row.batch_size, steps_per_call=1)]
+            if threads is not None:
+                runners.append(torch_train(data, row.model, row.batch_size))
         else:
-            runners = [jax_infer(data, row.batch_size, device)]
-            if with_torch:
-                runners.append(torch_infer(data, row.batch_size))
-        # The same number of optimizer steps on each side: a jaxcnn call may take several.
-        sides.append([prepare(r, max(1, round(steps / r.per_call)), warmup, min_repeat_s)
-                      for r in runners])
+            runners = [jax_infer(data, row.model, row.batch_size)]
+            if threads is not None:
+                runners.append(torch_infer(data, row.model, row.batch_size))
+        steps = args.steps or (row.quick_steps if args.quick else row.steps)
+        measured.append([prepare(r, steps, warmup, min_repeat_s, row.kind == "latency")
+                         for r in runners])
     print(f"timing {repeats} interleaved repeats ...", file=sys.stderr)
-    measure(sides, repeats, log=lambda s: print(s, file=sys.stderr))
+    measure(measured, repeats, log=lambda s: print(s, file=sys.stderr))
     info["load_avg_1m_end"] = os.getloadavg()[0]
-
     results = []
-    for row, row_sides in zip(ROWS, sides, strict=True):
-        j = row_sides[0].summary(row)
-        t = row_sides[1].summary(row) if with_torch else None
-        results.append({"name": row.name, "kind": row.kind, "batch_size": row.batch_size,
-                        "jaxcnn": j, "pytorch": t,
-                        "ratio": j["images_per_s"] / t["images_per_s"] if t else None})
-    notes = notes_for(results, with_torch, repeats)
-    print(markdown(info, results, notes))
-    scaling = measure_scaling(data, args, repeats, warmup, min_repeat_s) if args.scaling else []
-    if scaling:
-        print(scaling_markdown(scaling, info))
-    airbench = measure_airbench(args.airbench, args.airbench_epochs,
-                                args.airbench_seeds) if args.airbench else []
-    if airbench:
-        print(airbench_markdown(airbench))
+    for row, sides in zip(rows, measured, strict=True):
+        by_side = {s.runner.side: s.summary() for s in sides}
+        results.append({"name": row.name, "kind": row.kind, "model": row.model,
+                        "batch_size": row.batch_size, "engine": by_side["engine"],
+                        "one_per_step": by_side.get("1/call"),
+                        "pytorch": by_side.get("PyTorch")})
+    print(markdown(info, results))
+    out = {"machine": info, "rows": results, "sweep": [], "scaling": [], "airbench": []}
+    if args.sweep:
+        out["sweep"] = measure_sweep(data, rows, args, repeats, warmup, min_repeat_s)
+        print(sweep_markdown(out["sweep"]))
+    if args.scaling:
+        out["scaling"] = measure_scaling(data, args, repeats, warmup, min_repeat_s)
+        print(scaling_markdown(out["scaling"], info))
+    if args.airbench:
+        out["airbench"] = measure_airbench(args.airbench, args.airbench_epochs,
+                                           args.airbench_seeds)
+        print(airbench_markdown(out["airbench"]))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": results, "notes": notes, "scaling": scaling,
-                       "airbench": airbench},
-                      f, indent=2)
+            json.dump(out, f, indent=2)
             f.write("\n")
     return 0
+
+
+def measure_sweep(data, rows, args, repeats, warmup, min_repeat_s) -> list[dict]:
+    """The engine's ms per optimizer step at 1..32 steps per compiled call, per train row."""
+    out = []
+    for row in (r for r in rows if r.kind == "train"):
+        print(f"preparing the steps-per-call sweep of {row.name} ...", file=sys.stderr)
+        steps = args.steps or (row.quick_steps if args.quick else 2 * row.steps)
+        sides = [prepare(jax_train(data, row.model, row.batch_size, steps_per_call=k),
+                         max(steps, k), warmup, min_repeat_s, False) for k in SWEEP]
+        measure([sides], repeats, log=lambda s: print(s, file=sys.stderr))
+        out.append({"model": row.model, "batch_size": row.batch_size,
+                    "sides": {str(k): s.summary() for k, s in zip(SWEEP, sides, strict=True)}})
+    return out
 
 
 # ---------------------------------------------------------------- scaling over devices
 
 SCALING_BATCH = 512  # global batch, split over the devices
-SCALING_STEPS, QUICK_SCALING_STEPS = 12, 2
 
 
 def measure_scaling(data: Dataset, args, repeats: int, warmup: int,
                     min_repeat_s: float) -> list[dict]:
-    """Seed CNN train images/s on meshes of 1, 2, 4, 8 devices (as many as there are)."""
+    """Seed CNN training img/s on meshes of 1, 2, 4, 8 devices (as many as there are)."""
     devices = jax.devices()
     counts = [n for n in (1, 2, 4, 8) if n <= len(devices)]
-    steps = args.steps or (QUICK_SCALING_STEPS if args.quick else SCALING_STEPS)
-    row = Row(f"train b{SCALING_BATCH}", "train", SCALING_BATCH, steps, steps)
+    steps = args.steps or (2 if args.quick else 12)
     sides = []
     for n in counts:
         print(f"preparing scaling over {n} device(s) ...", file=sys.stderr)
-        runner = jax_train(data, SCALING_BATCH, devices[:n], args.per_call)
-        sides.append([prepare(runner, max(1, round(steps / runner.per_call)), warmup,
-                              min_repeat_s)])
+        runner = jax_train(data, "cnn", SCALING_BATCH, devices=str(n))
+        sides.append([prepare(runner, steps, warmup, min_repeat_s, False)])
     measure(sides, repeats, log=lambda s: print(s, file=sys.stderr))
-    out = [dict(devices=n, **side[0].summary(row)) for n, side in zip(counts, sides,
-                                                                          strict=True)]
+    out = [dict(devices=n, **side[0].summary()) for n, side in zip(counts, sides, strict=True)]
     for r in out:
         r["speedup"] = r["images_per_s"] / out[0]["images_per_s"]
     return out
@@ -559,7 +528,7 @@ def scaling_markdown(scaling: list[dict], info: dict) -> str:
              "|---:|---:|---:|---:|"]
     for r in scaling:
         lines.append(f"| {r['devices']} | {_cell(r)} | {r['speedup']:.2f} | "
-                     f"{r['first_call_s']:.2f} |")
+                     f"{r['compile_s']:.2f} |")
     if info["jax_backend"] == "cpu":
         lines += ["", "Forced CPU devices (`--cpu-devices N`) share the same cores: this table "
                   "shows the overhead of splitting a batch over a mesh, not a speedup."]
@@ -572,25 +541,18 @@ def measure_airbench(data: str, epochs: int | None, seeds: int) -> list[dict]:
     """The airbench recipe through `train_and_evaluate`, once per seed: its final (TTA) test
     accuracy and its time as airbench counts it (init + training + final evaluation, with
     compilation excluded and reported apart)."""
-    import importlib.util
-
-    from jaxcnn.train import train_and_evaluate
-    spec = importlib.util.spec_from_file_location(
-        "cifar10_airbench", os.path.join(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))), "configs", "cifar10_airbench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import importlib
+    module = importlib.import_module("configs.cifar10_airbench")
     dataset = load(data)
     out = []
     for seed in range(seeds):
         config = module.get_config()
-        config.data.name = data
-        config.seed = seed
+        config.data.name, config.seed = data, seed
         if epochs:
             config.train.epochs = epochs
         print(f"airbench seed {seed} ...", file=sys.stderr)
-        final = train_and_evaluate(config, dataset=dataset, progress=False,
-                                   log=lambda *_: None).final
+        final = train.train_and_evaluate(config, dataset=dataset, progress=False,
+                                         log=lambda *_: None).final
         out.append({"seed": seed, "epochs": config.train.epochs,
                     **{k: final[k] for k in ("test_accuracy", "test_accuracy_no_tta",
                                              "tta_level", "run_seconds", "train_seconds",
@@ -617,4 +579,3 @@ def airbench_markdown(runs: list[dict]) -> str:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-

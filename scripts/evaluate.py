@@ -4,8 +4,9 @@ Prints the accuracy, loss, per-class accuracy and confusion matrix (rows: true c
 predicted) of a run's latest checkpoint (or the `checkpoints/<step>` directory given), on the
 run's own data set, subset by its `data.classes` / `data.train_per_class` as in training, or on
 another data set spec (`--data folder:photos.tar.gz`) whose classes include the run's.
-`--json out.json` also writes every figure as JSON. On the run's own test set the accuracy is
-the run's final test_accuracy in metrics.jsonl: same model, same images, same normalisation.
+`--json out.json` also writes every figure as JSON. It evaluates through the engine's own
+evaluation (`jaxcnn.evaluation`, the run's normalisation, batch size and test-time
+augmentation), so on the run's own test set it prints exactly the run's final test_accuracy.
 """
 
 import json
@@ -22,19 +23,27 @@ def main(argv: list[str]) -> int:
     flags.DEFINE_string("data", None, "another data set spec (default: the run's data.name)")
     flags.DEFINE_enum("split", "test", ["test", "train"], "which split to evaluate")
     flags.DEFINE_string("json", None, "also write the results to this JSON file")
-    flags.DEFINE_integer("batch_size", None, "inference batch (default train.eval_batch_size)")
+    flags.DEFINE_integer("batch_size", None, "evaluation batch (default train.eval_batch_size)")
+    flags.DEFINE_integer("tta_level", None, "test-time augmentation 0, 1 or 2 (default: the "
+                         "run's train.tta_level)")
     path = cli.run_workdir(argv, "scripts/evaluate.py <workdir> [--data SPEC]")
     FLAGS = flags.FLAGS
-    from jaxcnn import inference
+    from jaxcnn import evaluation, inference
     run = inference.load_run(path)
     data = inference.run_dataset(run, FLAGS.data)
     images, labels = ((data.test_images, data.test_labels) if FLAGS.split == "test"
                       else (data.train_images, data.train_labels))
-    logits = inference.predict_logits(run.model, images, run.config,
-                                      batch_size=FLAGS.batch_size)
-    m = inference.metrics(logits, labels)
-    print(f"{run.meta['checkpoint']} on {data.name} ({FLAGS.split}, {m['count']} images): "
-          f"accuracy={m['accuracy']:.4f} loss={m['loss']:.4f}")
+    config = run.config.copy_and_resolve_references()
+    if FLAGS.batch_size:
+        config.train.eval_batch_size = FLAGS.batch_size
+    if FLAGS.tta_level is not None:
+        config.train.tta_level = FLAGS.tta_level
+    from jaxcnn.config import check_config
+    check_config(config)
+    m = evaluation.evaluate(run.model, images, labels, config)
+    m.update(inference.per_class(m["confusion_matrix"]), tta_level=config.train.tta_level)
+    print(f"{run.meta['checkpoint']} on {data.name} ({FLAGS.split}, {m['count']} images, "
+          f"tta_level={m['tta_level']}): accuracy={m['accuracy']:.4f} loss={m['loss']:.4f}")
     print(format_report(m, run.class_names))
     if FLAGS.json:
         out = {"checkpoint": run.meta["checkpoint"], "data": data.name, "split": FLAGS.split,

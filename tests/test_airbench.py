@@ -240,6 +240,9 @@ def test_tiny_run_loads_back_with_its_model_options(tiny_run, tiny_workdir):
     run = inference.load_run(tiny_workdir)  # widths (8, 16, 16) from the run's config
     assert models.count_params(run.model) == models.count_params(tiny_run.model)
     data = load("digits")
-    logits = inference.predict_logits(run.model, data.test_images, run.config)
-    accuracy = float((np.asarray(logits).argmax(-1) == data.test_labels).mean())
-    assert accuracy == pytest.approx(tiny_run.final["test_accuracy_no_tta"], abs=1e-9)
+    # predictions use the run's test-time augmentation (level 1), as its final evaluation did
+    for level, key in ((None, "test_accuracy"), (0, "test_accuracy_no_tta")):
+        logits = inference.predict_logits(run.model, data.test_images, run.config,
+                                          tta_level=level)
+        accuracy = float((np.asarray(logits).argmax(-1) == data.test_labels).mean())
+        assert accuracy == pytest.approx(tiny_run.final[key], abs=1e-9), key

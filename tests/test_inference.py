@@ -30,10 +30,12 @@ ATOL = 1e-5  # exported vs in-process logits: the same float32 program, compiled
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """configs/digits_cnn.py cut to 1 epoch of 50 images per class: 10 steps of 50."""
+    """configs/digits_cnn.py cut to 1 epoch of 50 images per class: 10 steps of 50, with
+    test-time augmentation (level 2: six views) in the final evaluation."""
     c = default_config()
     c.data.name = "digits"
     c.train.epochs, c.train.batch_size, c.data.train_per_class = 1, 50, 50
+    c.train.tta_level = 2
     wd = tmp_path_factory.mktemp("run")
     result = train_and_evaluate(c, str(wd), **QUIET)
     return wd, result
@@ -157,10 +159,11 @@ def test_evaluate_equals_the_runs_final_test_accuracy(trained, cli_runs):
     assert final == result.final
     out = _ok(cli_runs, "evaluate")
     rep = json.loads((cli_runs[1] / "eval.json").read_text())
-    assert rep["count"] == 360 and rep["split"] == "test"
-    assert rep["accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
-    # the loss is summed in float32 on the device in training, in float64 here
-    assert rep["loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+    assert rep["count"] == 360 and rep["split"] == "test" and rep["tta_level"] == 2
+    # the engine's own evaluation, TTA included: exactly the run's figure
+    assert final["tta_level"] == 2 and final["test_accuracy"] != final["test_accuracy_no_tta"]
+    assert rep["accuracy"] == final["test_accuracy"]
+    assert rep["loss"] == pytest.approx(final["test_loss"], rel=1e-6)
     cm = np.asarray(rep["confusion_matrix"])
     assert cm.sum() == 360 and np.trace(cm) == round(rep["accuracy"] * 360)
     np.testing.assert_allclose(rep["per_class_accuracy"], np.diag(cm) / cm.sum(1))

@@ -14,7 +14,7 @@ from jaxcnn.config import check_config, compute_dtype, default_config
 from jaxcnn.data import load
 from jaxcnn.data.pipeline import Batch
 from jaxcnn.errors import UserError
-from jaxcnn.train import StepFns, create_state, train_step
+from jaxcnn.steps import Preprocess, StepConfig, create_state, train_step
 
 STEPS, BATCH = 30, 32
 
@@ -29,15 +29,15 @@ def loss_curve(precision: str, images, labels) -> tuple[np.ndarray, jax.Array, j
                           rngs=nnx.Rngs(0))
     tx = optax.adam(1e-3)
     graphdef, state = create_state(model, tx)
-    fns = StepFns(graphdef, tx, (0.5,) * 3, (0.5,) * 3, 0, False, 0.0, models.dtype_of(dtype))
-    step = jax.jit(functools.partial(train_step, fns=fns))
+    cfg = StepConfig(graphdef, tx, Preprocess((0.5,) * 3, (0.5,) * 3, models.dtype_of(dtype)), 10)
+    step = jax.jit(functools.partial(train_step, cfg=cfg))
     losses = []
     for i in range(STEPS):
         j = (i * BATCH) % (len(labels) - BATCH)
         state, m = step(state, Batch(images[j:j + BATCH], labels[j:j + BATCH]),
                         jax.random.key(i))
         losses.append(float(m["loss"] / m["count"]))
-    logits = jax.eval_shape(model, jax.ShapeDtypeStruct((2, 32, 32, 3), fns.dtype))
+    logits = jax.eval_shape(model, jax.ShapeDtypeStruct((2, 32, 32, 3), cfg.preprocess.dtype))
     return np.array(losses), state, logits.dtype
 
 
@@ -59,4 +59,13 @@ def test_unknown_precision_refused():
     config = default_config()
     config.precision = "fp8"
     with pytest.raises(UserError, match="precision must be float32 or bf16"):
+        check_config(config)
+
+
+@pytest.mark.parametrize("field", ["dtype", "param_dtype"])
+def test_float16_without_loss_scaling_is_refused(field):
+    config = default_config()
+    config.model[field] = "float16"
+    with pytest.raises(UserError, match=f"model.{field} must be float32 or bfloat16.*loss "
+                                        "scaling"):
         check_config(config)

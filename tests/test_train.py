@@ -15,11 +15,12 @@ from jaxcnn.data import Dataset, load
 from jaxcnn.data.pipeline import Batch
 from jaxcnn.errors import UserError
 from jaxcnn.optim import make_optimizer, make_schedule
-from jaxcnn.train import StepFns, create_state, eval_step, train_and_evaluate, train_step
+from jaxcnn.steps import Preprocess, StepConfig, create_state, eval_step, train_step
+from jaxcnn.train import train_and_evaluate
 
 
-def _fns(graphdef, tx, crop=0, flip=False):
-    return StepFns(graphdef, tx, (0.5,) * 3, (0.5,) * 3, crop, flip, 0.0, jnp.float32)
+def _cfg(graphdef, tx, crop=0, flip=False):
+    return StepConfig(graphdef, tx, Preprocess((0.5,) * 3, (0.5,) * 3), 10, crop, flip)
 
 
 def _batch(n=32, seed=0):
@@ -33,9 +34,9 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
     model = models.create(name, num_classes=10, rngs=nnx.Rngs(0))
     tx = optax.adam(1e-3)
     graphdef, state = create_state(model, tx)
-    fns = _fns(graphdef, tx)
+    cfg = _cfg(graphdef, tx)
     batch = _batch()
-    step = jax.jit(lambda s: train_step(s, batch, jax.random.key(0), fns))
+    step = jax.jit(lambda s: train_step(s, batch, jax.random.key(0), cfg))
     losses = []
     for _ in range(6):
         state, m = step(state)
@@ -43,7 +44,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(name):
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.8 * losses[0], losses
     assert int(state.step) == 6
-    ev = eval_step(state, batch, jnp.ones(32), fns)
+    ev = eval_step(state, batch, jnp.ones(32), cfg)
     assert int(ev["count"]) == 32
 
 
@@ -51,8 +52,8 @@ def test_batchnorm_statistics_update_in_training_only():
     model = models.create("resnet20", num_classes=10, rngs=nnx.Rngs(0))
     tx = optax.sgd(0.1)
     graphdef, state = create_state(model, tx)
-    fns = _fns(graphdef, tx)
-    new, _ = train_step(state, _batch(), jax.random.key(0), fns)
+    cfg = _cfg(graphdef, tx)
+    new, _ = train_step(state, _batch(), jax.random.key(0), cfg)
     before = jax.tree.leaves(state.model_state)
     after = jax.tree.leaves(new.model_state)
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
@@ -64,8 +65,8 @@ def test_eval_mask_counts_only_real_images():
     batch = _batch(8)
     mask = jnp.asarray([1, 1, 1, 0, 0, 0, 0, 0], jnp.float32)
     full = eval_step(state, Batch(batch.image[:3], batch.label[:3]), jnp.ones(3),
-                     _fns(graphdef, None))
-    masked = eval_step(state, batch, mask, _fns(graphdef, None))
+                     _cfg(graphdef, None))
+    masked = eval_step(state, batch, mask, _cfg(graphdef, None))
     assert int(masked["count"]) == 3
     np.testing.assert_allclose(masked["loss"], full["loss"], rtol=1e-5)
     assert int(masked["correct"]) == int(full["correct"])

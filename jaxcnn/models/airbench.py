@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcnn.models.layers import conv_general_dilated, torch_default_init
+from jaxcnn.models.layers import conv_general_dilated, conv_nhwc, torch_default_init
 
 
 class Frozen(nnx.Variable):
@@ -50,8 +50,7 @@ class Whitening(nnx.Module):
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         w = self.kernel[...].astype(self.dtype)
-        y = jax.lax.conv_general_dilated(x_BxHxWxC.astype(self.dtype), w, (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_nhwc(x_BxHxWxC.astype(self.dtype), w, padding="VALID")
         return y + self.bias[...].astype(self.dtype)
 
 

@@ -1,5 +1,6 @@
 """Small building blocks shared by the models."""
 
+import functools
 import math
 
 import jax
@@ -32,78 +33,117 @@ def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
                        jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
 
 
-# ---- 3x3 convolution with a faster backward pass on XLA:CPU
+# ---- convolutions for XLA:CPU, chosen per lowering platform
 #
-# Measured on a 2-core x86 CPU (jax 0.10.2), seed CNN at batch 512: XLA:CPU computes the filter
-# gradient of a convolution with a generic loop, 3x slower than nine matmuls over shifted
-# inputs, and a forward convolution with 3 input channels runs at ~15 GFLOP/s where the
-# equivalent im2col matmul is several times faster. Together they took the seed CNN's
-# training from 0.55x to ~1.1x PyTorch eager. GPUs keep XLA's own (cuDNN) convolutions.
+# XLA:CPU runs a convolution with Eigen only in the canonical layout (NHWC input, HWIO kernel,
+# NHWC output); any other convolution becomes a naive loop nest, 10-100x slower. Autodiff of
+# an NHWC convolution produces non-canonical ones (the filter gradient contracts over the
+# batch, the input gradient swaps the kernel's in/out), and XLA:CPU rewrites those into the
+# canonical form only in the entry computation (its ConvCanonicalization pass), not inside a
+# while loop: ResNet-20's train step ran 37x slower inside `lax.fori_loop` (6.5 s vs 0.17 s at
+# batch 64, jax 0.10.2). `conv_cpu` therefore writes its own backward pass in canonical
+# operations only: the filter gradient as one matmul per kernel tap over strided shifts of the
+# input (also 3x faster than XLA's filter-gradient convolution, seed CNN at batch 512), the
+# input gradient as a canonical convolution of the (stride-dilated) output gradient with the
+# flipped kernel. A forward convolution with few input channels runs as im2col + one matmul
+# (~15 GFLOP/s for XLA:CPU's 3-channel convolution). `conv_general_dilated` picks this path
+# for the CPU lowering only (`lax.platform_dependent`): a CUDA lowering of the same trace keeps
+# XLA's convolutions (cuDNN).
 
 _DN = ("NHWC", "HWIO", "NHWC")
+CPU_CONV_SCOPE = "jaxcnn_cpu_conv"  # the name scope of the CPU path in a lowering's locations
 _IM2COL_MAX_CHANNELS = 8  # below this, im2col + matmul beats XLA:CPU's convolution
 
 
-def _shifted(x_BxHxWxC: jax.Array):
-    """The nine 3x3-neighbourhood shifts of x (SAME padding), in (dy, dx) row-major order."""
-    _, h, w, _ = x_BxHxWxC.shape
-    xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return [xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)]
+def _conv(x, w, strides=(1, 1), padding=((1, 1), (1, 1)), lhs_dilation=None):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, lhs_dilation=lhs_dilation,
+                                        dimension_numbers=_DN)
 
 
-def _conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+def _taps(x_BxHxWxC: jax.Array, kernel_hw, strides, padding, out_hw):
+    """For every kernel tap (dy, dx), row-major: the input pixels it meets, B x Ho x Wo x C."""
+    xp = jnp.pad(x_BxHxWxC, ((0, 0), *padding, (0, 0)))
+    (sh, sw), (ho, wo) = strides, out_hw
+    return [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kernel_hw[0]) for j in range(kernel_hw[1])]
 
 
-@jax.custom_vjp
-def conv3x3_cpu(x_BxHxWxC: jax.Array, w_3x3xCxO: jax.Array) -> jax.Array:
-    """3x3, stride 1, SAME convolution; same values as XLA's, faster gradients on XLA:CPU."""
-    return _conv3x3_fwd(x_BxHxWxC, w_3x3xCxO)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_cpu(x_BxHxWxC: jax.Array, w_KxKxCxO: jax.Array, strides=(1, 1),
+             padding=((1, 1), (1, 1))) -> jax.Array:
+    """NHWC x HWIO convolution (explicit padding pairs); same values as XLA's, and every
+    operation of its forward and backward pass is one XLA:CPU runs fast, inside loops too."""
+    return _conv_cpu_fwd(x_BxHxWxC, w_KxKxCxO, strides, padding)[0]
 
 
-def _conv3x3_fwd(x, w):
-    b, h, wd, c = x.shape
-    if c <= _IM2COL_MAX_CHANNELS:
-        cols = jnp.concatenate(_shifted(x), axis=-1).reshape(b * h * wd, 9 * c)
-        y = (cols @ w.reshape(9 * c, -1)).reshape(b, h, wd, -1)
-        return y, (x, w, cols)
-    return _conv(x, w), (x, w, None)
+def _conv_cpu_fwd(x, w, strides, padding):
+    kh, kw, c, o = w.shape
+    if c > _IM2COL_MAX_CHANNELS:
+        return _conv(x, w, strides, padding), (x, w, None)
+    b, h, wd, _ = x.shape
+    out_hw = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s
+                   in zip((h, wd), padding, (kh, kw), strides, strict=True))
+    cols = jnp.concatenate(_taps(x, (kh, kw), strides, padding, out_hw), axis=-1)
+    cols = cols.reshape(-1, kh * kw * c)
+    y = (cols @ w.reshape(kh * kw * c, o)).reshape(b, *out_hw, o)
+    return y, (x, w, cols)
 
 
-def _conv3x3_bwd(res, dy_BxHxWxO):
+def _conv_cpu_bwd(strides, padding, res, dy_BxHoxWoxO):
     x, w, cols = res
-    c, o = w.shape[2], w.shape[3]
-    dy = dy_BxHxWxO.reshape(-1, o)
+    kh, kw, c, o = w.shape
+    out_hw = dy_BxHoxWoxO.shape[1:3]
+    dy = dy_BxHoxWoxO.reshape(-1, o)
     contract_rows = (((0,), (0,)), ((), ()))
     if cols is not None:
         dw = jax.lax.dot_general(cols, dy, contract_rows).reshape(w.shape)
     else:
-        dw = jnp.stack([jax.lax.dot_general(s.reshape(-1, c), dy, contract_rows)
-                        for s in _shifted(x)]).reshape(w.shape)
-    # dx is the convolution of dy with the spatially flipped, in/out-swapped kernel.
-    dx = _conv(dy_BxHxWxO, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+        dw = jnp.stack([jax.lax.dot_general(t.reshape(-1, c), dy, contract_rows)
+                        for t in _taps(x, (kh, kw), strides, padding, out_hw)]).reshape(w.shape)
+    # dx: the output gradient, dilated by the stride, convolved with the flipped kernel whose
+    # in/out channels are swapped; the padding puts every input pixel under its taps.
+    pads = [(k - 1 - lo, n + lo - 1 - s * (m - 1)) for n, m, k, s, (lo, _) in
+            zip(x.shape[1:3], out_hw, (kh, kw), strides, padding, strict=True)]
+    w_flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _conv(dy_BxHoxWoxO, w_flipped, (1, 1), pads, lhs_dilation=tuple(strides))
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-conv3x3_cpu.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
-    """Drop-in for `lax.conv_general_dilated` (as nnx.Conv calls it) that takes the CPU fast
-    path for 3x3 / stride 1 / SAME convolutions when the default backend is the CPU."""
-    if (jax.default_backend() == "cpu" and lhs.ndim == 4 and rhs.shape[:2] == (3, 3)
-            and tuple(window_strides) == (1, 1) and feature_group_count == 1
-            and _is_same_3x3(padding) and precision is None
+    """Drop-in for `lax.conv_general_dilated` (as nnx.Conv calls it): an undilated, ungrouped
+    NHWC x HWIO convolution lowers to `conv_cpu` for CPUs and to XLA's own elsewhere."""
+    def xla(x, w):
+        return jax.lax.conv_general_dilated(x, w, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers,
+                                            feature_group_count, precision=precision, **kwargs)
+
+    if not (lhs.ndim == 4 and feature_group_count == 1 and precision is None
             and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
             and _is_nhwc(dimension_numbers, lhs, rhs)
             and not kwargs.get("preferred_element_type")
             and kwargs.get("out_sharding") is None):
-        return conv3x3_cpu(lhs, rhs)
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                        rhs_dilation, dimension_numbers, feature_group_count,
-                                        precision=precision, **kwargs)
+        return xla(lhs, rhs)
+    strides = tuple(int(s) for s in window_strides)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    def cpu(x, w):
+        with jax.named_scope(CPU_CONV_SCOPE):  # lets tests find this path in a lowering
+            return conv_cpu(x, w, strides, pads)
+
+    return jax.lax.platform_dependent(lhs, rhs, cpu=cpu, default=xla)
+
+
+def conv_nhwc(x_BxHxWxC: jax.Array, w_KxKxCxO: jax.Array, strides=(1, 1), padding="SAME"
+              ) -> jax.Array:
+    """An NHWC x HWIO convolution through `conv_general_dilated` (for modules that call the
+    convolution themselves rather than through nnx.Conv)."""
+    return conv_general_dilated(x_BxHxWxC, w_KxKxCxO, strides, padding, dimension_numbers=_DN)
 
 
 # ---- cache-sized micro-batches for inference on XLA:CPU
@@ -112,9 +152,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 # back before pooling; the inference forward is then memory-bound. Running the conv stack over
 # micro-batches of 16 images in a loop keeps them in cache. Seed CNN forward at batch 1024 on a
 # 2-core x86 (jax 0.10.2), wall time: 5,600 img/s whole, 6,370 / 6,050 / 5,610 / 5,130 img/s
-# in micro-batches of 16 / 32 / 64 / 128. GPUs keep the whole batch.
+# in micro-batches of 16 / 32 / 64 / 128. GPUs keep the whole batch (chosen per lowering).
 
 MICRO_BATCH = 16
+CPU_MICRO_BATCH_SCOPE = "jaxcnn_cpu_micro_batch"
 
 
 def micro_batch_size(batch: int) -> int | None:
@@ -127,25 +168,24 @@ def micro_batch_size(batch: int) -> int | None:
 
 
 def micro_batched(f, x_BxHxWxC: jax.Array) -> jax.Array:
-    """`f(x)` computed over cache-sized micro-batches on the CPU backend (same values)."""
+    """`f(x)`, computed over cache-sized micro-batches when lowered for the CPU (same values)."""
     b = x_BxHxWxC.shape[0]
-    size = micro_batch_size(b) if jax.default_backend() == "cpu" else None
+    size = micro_batch_size(b)
     if size is None:
         return f(x_BxHxWxC)
-    y = jax.lax.map(f, x_BxHxWxC.reshape(b // size, size, *x_BxHxWxC.shape[1:]))
-    return y.reshape(b, *y.shape[2:])
+
+    def looped(x):
+        with jax.named_scope(CPU_MICRO_BATCH_SCOPE):
+            y = jax.lax.map(f, x.reshape(b // size, size, *x.shape[1:]))
+        return y.reshape(b, *y.shape[2:])
+
+    return jax.lax.platform_dependent(x_BxHxWxC, cpu=looped, default=f)
 
 
 def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters (nnx.Param leaves)."""
     params = nnx.state(model, nnx.Param)
     return sum(x.size for x in jax.tree.leaves(params))
-
-
-def _is_same_3x3(padding) -> bool:
-    if isinstance(padding, str):
-        return padding.upper() == "SAME"
-    return [tuple(p) for p in padding] == [(1, 1), (1, 1)]
 
 
 def _is_nhwc(dimension_numbers, lhs, rhs) -> bool:

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcnn.models.layers import conv_general_dilated
+
 # PyTorch's BatchNorm momentum 0.1 is flax's 0.9 (flax weights the running value).
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
@@ -20,7 +22,8 @@ _BN = dict(momentum=0.9, epsilon=1e-5)
 def _conv(cin, cout, k, stride, dtype, param_dtype, rngs):
     return nnx.Conv(cin, cout, (k, k), strides=stride, padding="SAME" if k > 1 else "VALID",
                     use_bias=False, kernel_init=nnx.initializers.he_normal(),
-                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                    conv_general_dilated=conv_general_dilated)
 
 
 class BasicBlock(nnx.Module):

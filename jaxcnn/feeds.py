@@ -1,0 +1,161 @@
+"""How training batches reach the train step: two feeds with one interface.
+
+`DeviceFeed`: the uint8 training set sits on every device; each call gathers its batches there
+and runs several optimizer steps as one `lax.fori_loop` with a static trip count (lengths are
+powers of two up to `steps_per_call`, so a run compiles a handful of executables at most).
+`HostFeed`: the fallback for data that does not fit; one batch is copied from the host per call.
+Both take the same steps with the same keys: a run gives the same result either way.
+
+    state, sums = feed.advance(state, sums, epoch, i, n, cfg, keys)  # steps i .. i+n-1
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+from jax.sharding import Mesh
+
+from jaxcnn import parallel
+from jaxcnn.data import Dataset
+from jaxcnn.data.pipeline import Batch, HostBatches, epoch_permutation
+from jaxcnn.steps import (
+    StepConfig,
+    TrainState,
+    initial_train_sums,
+    train_batch_step,
+    train_gathered_step,
+)
+
+# Optimizer steps per compiled call (`train.steps_per_call=0`), by backend and model. Measured
+# with `scripts/bench.py --steps-per-call` on the 2-core CPU (jax 0.10.2, batch 64; BENCHMARKS.md,
+# "Steps per compiled call"): a loop of 16 steps is faster per step than single dispatches for
+# every model once every convolution runs in XLA:CPU's canonical form (models/layers.py).
+# Backends and models not listed take the backend's default; GPUs are not measured yet.
+AUTO_STEPS_PER_CALL = {"cpu": {"cnn": 16, "resnet20": 16, "resnet18": 16, "airbench": 16}}
+BACKEND_DEFAULT = {"cpu": 16}
+OTHER_BACKENDS = 64
+
+
+def steps_per_call(setting: int, platform: str, model_name: str) -> int:
+    """`train.steps_per_call`, with 0 (auto) resolved for `platform` and model `model_name`."""
+    if setting:
+        return setting
+    by_model = AUTO_STEPS_PER_CALL.get(platform, {})
+    return by_model.get(model_name, BACKEND_DEFAULT.get(platform, OTHER_BACKENDS))
+
+
+def pieces(n: int, k: int) -> list[int]:
+    """Split `n` steps into compiled calls: as many of the largest power of two <= `k` as fit,
+    then the binary digits of the rest (13 with k=16: 8, 4, 1)."""
+    top = 1 << (max(k, 1).bit_length() - 1)
+    out = [top] * (n // top)
+    rest = n % top
+    out += [1 << b for b in reversed(range(rest.bit_length())) if rest >> b & 1]
+    return out
+
+
+class RunKeys(NamedTuple):
+    """The keys a run's data order and augmentation fold from, derived from its root key."""
+    data: jax.Array  # the permutation of each epoch
+    aug: jax.Array  # crops and flips of each step
+
+    @classmethod
+    def of(cls, root: jax.Array) -> "RunKeys":
+        return cls(jax.random.fold_in(root, 1), jax.random.fold_in(root, 2))
+
+
+def _loop(state, sums, images, labels, perm, epoch, i, aug_key, *, n: int, cfg: StepConfig,
+          batch_size: int, sharding):
+    """Steps `i .. i+n-1` of the epoch, `n` static: XLA knows the trip count."""
+    step = functools.partial(train_gathered_step, cfg=cfg, batch_size=batch_size,
+                             sharding=sharding)
+    if n == 1:
+        return step(state, sums, images, labels, perm, epoch, i, aug_key)
+    return jax.lax.fori_loop(
+        0, n, lambda j, c: step(*c, images, labels, perm, epoch, i + j, aug_key), (state, sums))
+
+
+class DeviceFeed:
+    """The training set on every device; up to `per_call` steps per compiled call."""
+
+    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh, per_call: int):
+        repl = parallel.replicated(mesh)
+        self.batch_size, self.per_call, self.n = batch_size, per_call, len(data.train_labels)
+        self.images, self.labels = jax.device_put((data.train_images, data.train_labels), repl)
+        self._batch_sh, self._repl = parallel.batch_sharding(mesh), repl
+        self._perm = (None, None)  # (epoch, its permutation), computed once per epoch
+
+    def _compiled(self, n: int, cfg: StepConfig):
+        return _jit_loop(n, cfg, self.batch_size, self._batch_sh, self._repl)
+
+    def _args(self, epoch: int, keys: RunKeys):
+        if self._perm[0] != epoch:
+            self._perm = (epoch, epoch_permutation(keys.data, epoch, self.n))
+        return self.images, self.labels, self._perm[1]
+
+    def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
+                cfg: StepConfig, keys: RunKeys) -> tuple[TrainState, dict]:
+        """Steps `i .. i+n-1` of `epoch` (0-based), in as few compiled calls as `pieces` gives."""
+        args = self._args(epoch, keys)
+        for length in pieces(n, self.per_call):
+            state, sums = self._compiled(length, cfg)(state, sums, *args, epoch, i, keys.aug)
+            i += length
+        return state, sums
+
+    def compile(self, state: TrainState, lengths, cfg: StepConfig, keys: RunKeys) -> None:
+        """Compile the calls of `lengths` steps ahead of time (before a timed run)."""
+        sums = jax.device_put(initial_train_sums(), self._repl)
+        args = self._args(0, keys)
+        for length in sorted({p for n in lengths for p in pieces(n, self.per_call)}):
+            self._compiled(length, cfg).lower(state, sums, *args, 0, 0, keys.aug).compile()
+
+
+@functools.cache
+def _jit_loop(n: int, cfg: StepConfig, batch_size: int, batch_sh, repl):
+    # state and sums are donated: updated in place; every input is replicated, and the batches
+    # are cut from the replicated set and spread over the mesh inside (`batch_sh`).
+    return jax.jit(functools.partial(_loop, n=n, cfg=cfg, batch_size=batch_size,
+                                     sharding=batch_sh),
+                   in_shardings=repl, out_shardings=(repl, repl), donate_argnums=(0, 1))
+
+
+class HostFeed:
+    """Batches gathered on the host and copied to the devices, one per call."""
+
+    per_call = 1
+
+    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh):
+        self.host = HostBatches(data.train_images, data.train_labels, batch_size)
+        self.batch_size = batch_size
+        self._batch_sh, self._repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+        self._next, self._batches = None, None  # (epoch, i) the iterator yields next
+
+    def _batch(self, epoch: int, i: int, keys: RunKeys) -> Batch:
+        if self._next != (epoch, i):  # a new epoch, or a resume mid-epoch
+            self._batches = self.host.epoch(keys.data, epoch, self._batch_sh, start=i)
+        self._next = (epoch, i + 1)
+        return next(self._batches)
+
+    def _compiled(self, cfg: StepConfig):
+        return _jit_host_step(cfg, self._batch_sh, self._repl)
+
+    def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
+                cfg: StepConfig, keys: RunKeys) -> tuple[TrainState, dict]:
+        for j in range(i, i + n):
+            state, sums = self._compiled(cfg)(state, sums, self._batch(epoch, j, keys), epoch, j,
+                                              keys.aug)
+        return state, sums
+
+    def compile(self, state: TrainState, lengths, cfg: StepConfig, keys: RunKeys) -> None:
+        sums = jax.device_put(initial_train_sums(), self._repl)
+        shapes = (self.host.images, self.host.labels, self.host.labels[:1].astype("int32"))
+        batch = Batch(*(jax.ShapeDtypeStruct((self.batch_size,) + a.shape[1:], a.dtype,
+                                             sharding=self._batch_sh) for a in shapes))
+        self._compiled(cfg).lower(state, sums, batch, 0, 0, keys.aug).compile()
+
+
+@functools.cache
+def _jit_host_step(cfg: StepConfig, batch_sh, repl):
+    return jax.jit(functools.partial(train_batch_step, cfg=cfg),
+                   in_shardings=(repl, repl, batch_sh, repl, repl, repl),
+                   out_shardings=(repl, repl), donate_argnums=(0, 1))
