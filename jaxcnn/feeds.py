@@ -26,11 +26,12 @@ from jaxcnn.steps import (
     train_gathered_step,
 )
 
-# Optimizer steps per compiled call (`train.steps_per_call=0`), by backend and model. Measured
-# with `scripts/bench.py --steps-per-call` on the 2-core CPU (jax 0.10.2, batch 64; BENCHMARKS.md,
-# "Steps per compiled call"): a loop of 16 steps is faster per step than single dispatches for
-# every model once every convolution runs in XLA:CPU's canonical form (models/layers.py).
-# Backends and models not listed take the backend's default; GPUs are not measured yet.
+# Optimizer steps per compiled call (`train.steps_per_call=0`), by backend and model, from
+# `scripts/bench.py --sweep` on the 2-core CPU (jax 0.10.2; results/bench-sweep-2026-11-29.json):
+# ms per step at 1 / 2 / 4 / 8 / 16 / 32 steps per call were, for cnn b64 35 / 27 / 24 / 22 /
+# 21 / 22, resnet20 b64 203 / 156 / 132 / 120 / 112 / 109, resnet18 b64 1161 / 973 / 909 / 881 /
+# 871 / 863, airbench b128 499 / 418 / 384 / 366 / 357 / 350: the loop pays for every model, and
+# beyond 16 by 3% at most, while a signal is seen only between calls. GPUs: not measured yet.
 AUTO_STEPS_PER_CALL = {"cpu": {"cnn": 16, "resnet20": 16, "resnet18": 16, "airbench": 16}}
 BACKEND_DEFAULT = {"cpu": 16}
 OTHER_BACKENDS = 64

@@ -5,28 +5,19 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import QUIET, python_json, small_digits, train_cli
 from flax import nnx
 
 from jaxcnn import checkpoint, models
 from jaxcnn.config import default_config
-from jaxcnn.data import Dataset, load
 from jaxcnn.errors import UserError
 from jaxcnn.train import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUIET = dict(progress=False, log=lambda *_: None)
-
-
-def small_digits() -> Dataset:
-    d = load("digits")
-    return Dataset(d.train_images[:256], d.train_labels[:256], d.test_images[:100],
-                   d.test_labels[:100], d.class_names, "digits-small")
 
 
 def small_cnn(num_classes=10, width=8):
@@ -85,15 +76,13 @@ def test_straight_and_resumed_runs_are_bit_identical(tmp_path):
     assert again.history == straight.history
 
 
-def _train_cli(workdir, *args, devices=1):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
-    cmd = [sys.executable, "scripts/train.py", "--config", "configs/digits_cnn.py", "--workdir",
-           str(workdir), "--noprogress", "--config.train.epochs=2",
-           "--config.data.train_per_class=20", "--config.train.batch_size=40", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _train_cli(workdir, *args):
+    return train_cli("--config", "configs/digits_cnn.py", "--workdir", workdir, "--noprogress",
+                     "--config.train.epochs=2", "--config.data.train_per_class=20",
+                     "--config.train.batch_size=40", *args, devices=1)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_and_the_rerun_finishes_as_if_uninterrupted(tmp_path):
     # 200 images, 5 steps per epoch; one step per call, since signals are seen between calls
     p = _train_cli(tmp_path / "x", "--config.train.steps_per_call=1")
@@ -131,7 +120,8 @@ _TOPOLOGY = """
     import json, sys, jax, numpy as np
     from flax import nnx
     sys.path.insert(0, "tests")
-    from test_checkpoint import QUIET, config, small_cnn, small_digits, leaves
+    from conftest import QUIET, small_digits
+    from test_checkpoint import config, small_cnn, leaves
     from jaxcnn.train import train_and_evaluate
     wd, phase = sys.argv[1], sys.argv[2]
     data, c = small_digits(), config(epochs=2)
@@ -154,18 +144,10 @@ _TOPOLOGY = """
 """
 
 
-def _python(code, devices, *args):
-    import textwrap
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
+@pytest.mark.slow
 def test_checkpoint_moves_between_eight_devices_and_one(tmp_path):
-    assert _python(_TOPOLOGY, 8, str(tmp_path), "save")["devices"] == 8
-    assert _python(_TOPOLOGY, 1, str(tmp_path), "resume")["devices"] == 1
+    assert python_json(_TOPOLOGY, 8, tmp_path, "save")["devices"] == 8
+    assert python_json(_TOPOLOGY, 1, tmp_path, "resume")["devices"] == 1
     runs = {n: list(np.load(tmp_path / f"{n}.npz").values())
             for n in ("straight8", "moved", "back", "stay")}
     for a, b in zip(runs["straight8"], runs["stay"], strict=True):
@@ -244,8 +226,7 @@ CLI_BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, message", CLI_BAD, ids=["missing", "other model", "corrupt"])
-def test_bad_checkpoints_on_the_command_line_exit_2_and_touch_nothing(tmp_path, args, message):
+def _bad_checkpoint_setup(tmp_path, args):
     ckpt = tmp_path / "ckpt"
     checkpoint.save(str(ckpt), {"params": nnx.state(small_cnn(), nnx.Param)})
     wd = tmp_path / "run"
@@ -254,6 +235,34 @@ def test_bad_checkpoints_on_the_command_line_exit_2_and_touch_nothing(tmp_path, 
         (wd / "checkpoints" / "5" / "state").mkdir(parents=True)
         (wd / "checkpoints" / "5" / "state" / "_METADATA").write_text("garbage")
     (wd / "metrics.jsonl").write_text("earlier results\n")
+    return ckpt, wd
+
+
+@pytest.mark.parametrize("args, message", CLI_BAD, ids=["missing", "other model", "corrupt"])
+def test_bad_checkpoints_are_refused_in_process_and_touch_nothing(tmp_path, args, message):
+    from configs.digits_cnn import get_config
+    from jaxcnn import cli
+    ckpt, wd = _bad_checkpoint_setup(tmp_path, args)
+    c = get_config()
+    for a in args:
+        a = a.format(ckpt=ckpt)
+        if a.startswith("--config."):
+            field, value = a[len("--config."):].split("=", 1)
+            group, name = field.split(".")
+            c[group][name] = value
+        elif a != "--init-from":
+            c.finetune.init_from = a
+    before = snapshot(wd)
+    with pytest.raises(UserError) as e:
+        train_and_evaluate(c, str(wd), **QUIET)
+    assert message in cli._one_line(e.value)
+    assert snapshot(wd) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", CLI_BAD, ids=["missing", "other model", "corrupt"])
+def test_bad_checkpoints_on_the_command_line_exit_2_and_touch_nothing(tmp_path, args, message):
+    ckpt, wd = _bad_checkpoint_setup(tmp_path, args)
     before = snapshot(wd)
     p = _train_cli(wd, *[a.format(ckpt=ckpt) for a in args])
     out, err = p.communicate(timeout=120)

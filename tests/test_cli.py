@@ -2,23 +2,19 @@
 
 import gzip
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from conftest import python
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
 
 
 def run(*args, env=None, timeout=240):
-    e = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""), **(env or {}))
-    return subprocess.run([*TRAIN, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=e)
+    return python("scripts/train.py", *args, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_digits_run_writes_metrics_and_prints_final_accuracy_last(tmp_path):
     p = run("--config", "configs/digits_cnn.py", "--config.train.epochs=2",
             "--workdir", str(tmp_path), "--devices", "all")
@@ -39,23 +35,64 @@ def _corrupt_archive(tmp_path):
     return path
 
 
+# Bad input through the library, in process (fast set): each is a UserError whose message the
+# CLI prints as its one line, raised before anything in the workdir is touched.
 BAD = [
+    ({"model.name": "vgg"}, "all", "unknown model 'vgg'"),
+    ({"data.name": "imagenet"}, "all", "data set 'imagenet' is unknown"),
+    ({"optim.learning_rate": 0.0}, "all", "learning_rate must be > 0"),
+    ({"optim.learning_rate": -0.1}, "all", "learning_rate must be > 0"),
+    ({"train.batch_size": 4096}, "all", "larger than the 1437 training images"),
+    ({"train.batch_size": 0}, "all", "train.batch_size must be a positive integer"),
+    ({"train.batch_size": 63}, "2", "train.batch_size=63 does not divide by the 2 devices"),
+    ({}, "99", "--devices 99"),
+    ({}, "gpu", "--devices 'gpu' is not understood"),
+    ({"data.name": "folder:/no/such/archive.tar.gz"}, "all", "/no/such/archive.tar.gz"),
+    ({"model.dtype": "float16"}, "all", "model.dtype must be float32 or bfloat16"),
+]
+
+
+@pytest.mark.parametrize("overrides, devices, message", BAD, ids=[m for *_, m in BAD])
+def test_bad_input_is_one_clear_line_before_anything_is_written(tmp_path, overrides, devices,
+                                                                message):
+    from configs.digits_cnn import get_config
+    from jaxcnn import cli, train_and_evaluate
+    from jaxcnn.errors import UserError
+    config = get_config()
+    for field, value in overrides.items():
+        group, name = field.split(".")
+        config[group][name] = value
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text("earlier results\n")
+    with pytest.raises(UserError) as e:
+        train_and_evaluate(config, str(workdir), devices=devices, progress=False)
+    line = cli._one_line(e.value)
+    assert message in line and "\n" not in line
+    assert sorted(p.name for p in workdir.iterdir()) == ["metrics.jsonl"]  # nothing written
+    assert (workdir / "metrics.jsonl").read_text() == "earlier results\n"  # nothing lost
+
+
+def test_unknown_override_is_refused_before_flags_are_parsed():
+    from jaxcnn import cli
+    from jaxcnn.errors import UserError
+    with pytest.raises(UserError, match="unknown config field 'train.foo'"):
+        cli.check_overrides(["train.py", "--config.train.foo=1"])
+    cli.check_overrides(["train.py", "--config.train.epochs=3"])
+
+
+# End to end, in a subprocess each (slow set): the script prints one line and exits with 2.
+BAD_CLI = [
     (["--config.model.name=vgg"], "unknown model 'vgg'"),
-    (["--config.data.name=imagenet"], "data set 'imagenet' is unknown"),
     (["--config.train.foo=1"], "unknown config field 'train.foo'"),
     (["--config.train.epochs=abc"], "--config.train.epochs=abc"),
-    (["--config.optim.learning_rate=0"], "learning_rate must be > 0"),
-    (["--config.optim.learning_rate=-0.1"], "learning_rate must be > 0"),
-    (["--config.train.batch_size=4096"], "larger than the 1437 training images"),
-    (["--config.train.batch_size=0"], "train.batch_size must be a positive integer"),
-    (["--devices", "99"], "--devices 99"),
     (["--devices", "gpu"], "--devices 'gpu' is not understood"),
-    (["--config.data.name=folder:/no/such/archive.tar.gz"], "/no/such/archive.tar.gz"),
     (["--config", "configs/nope.py"], "cannot load the config file"),
 ]
 
 
-@pytest.mark.parametrize("args, message", BAD, ids=[m for _, m in BAD])
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", BAD_CLI, ids=[m for _, m in BAD_CLI])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -66,9 +103,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
     assert message in lines[0]
+    assert sorted(p.name for p in workdir.iterdir()) == ["metrics.jsonl"]
     assert (workdir / "metrics.jsonl").read_text() == "earlier results\n"  # nothing lost
 
 
+@pytest.mark.slow
 def test_corrupt_archive(tmp_path):
     p = run("--config", "configs/digits_cnn.py",
             f"--config.data.name=folder:{_corrupt_archive(tmp_path)}")
@@ -76,6 +115,7 @@ def test_corrupt_archive(tmp_path):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_failed_download_without_network(tmp_path):
     # A proxy on a closed local port makes the real download code fail at once, as offline.
     env = {"JAXCNN_DATA_DIR": str(tmp_path), "https_proxy": "http://127.0.0.1:9",
@@ -88,6 +128,7 @@ def test_failed_download_without_network(tmp_path):
     assert not list(tmp_path.rglob("*.tar.gz"))  # no half-written archive left behind
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback():
     p = run("--config", "configs/digits_cnn.py", "--config.model.name=vgg", "--debug")
     assert p.returncode != 0 and "Traceback" in p.stderr

@@ -73,6 +73,7 @@ def test_replace_head_and_errors():
         finetune.head_name(NoHead())
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_training_from_scratch(tmp_path, cifar10_jpeg):
     """CIFAR-10 (JPEG copy): pretrain on the animals, then learn the unseen vehicles from 50
     images each. Measured (4,000 vehicle test images): fine-tuned 0.547 / 0.509 / 0.531 vs

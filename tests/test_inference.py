@@ -1,7 +1,8 @@
 """Using a saved model: load_run, evaluate, predict, export and serve, and their bad input.
 
-One tiny digits run (1 epoch of 500 images) is shared by every test; the scripts run as
-subprocesses, all started at once (`cli_runs`), since each spends seconds importing JAX.
+The session's tiny digits run (conftest.py, test-time augmentation level 2) is shared by every
+test; the scripts run as subprocesses (slow set), all started at once (`cli_runs`), since each
+spends seconds importing JAX.
 """
 
 import json
@@ -15,30 +16,22 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from PIL import Image
 
-from jaxcnn import export, inference
-from jaxcnn.config import default_config
+from jaxcnn import checkpoint, evaluation, export, inference
 from jaxcnn.data import load
 from jaxcnn.errors import UserError
-from jaxcnn.train import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUIET = dict(progress=False, log=lambda *_: None)
 ATOL = 1e-5  # exported vs in-process logits: the same float32 program, compiled separately
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """configs/digits_cnn.py cut to 1 epoch of 50 images per class: 10 steps of 50, with
-    test-time augmentation (level 2: six views) in the final evaluation."""
-    c = default_config()
-    c.data.name = "digits"
-    c.train.epochs, c.train.batch_size, c.data.train_per_class = 1, 50, 50
-    c.train.tta_level = 2
-    wd = tmp_path_factory.mktemp("run")
-    result = train_and_evaluate(c, str(wd), **QUIET)
-    return wd, result
+def trained(digits_run):
+    """The session's tiny digits run (conftest.py): 2 epochs x 9 steps of 32, TTA level 2."""
+    workdir, config, _ = digits_run
+    return workdir, config
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +117,18 @@ def _ok(cli_runs, name):
 
 
 def test_load_run_restores_the_trained_model_from_a_workdir_or_checkpoint(trained):
-    wd, result = trained
+    wd, config = trained
     step = max(int(p.name) for p in (wd / "checkpoints").iterdir())
+    last = checkpoint.load_arrays(str(wd / "checkpoints" / str(step)))[0]
     for path in (wd, wd / "checkpoints" / str(step)):
         run = inference.load_run(str(path))
         assert run.class_names == tuple(str(i) for i in range(10))
-        assert run.meta["image_shape"] == (32, 32, 3) and run.meta["step"] == step == 10
-        assert run.config.train.batch_size == 50 and run.config.data.name == "digits"
-        for a, b in zip(jax.tree.leaves(run.model), jax.tree.leaves(result.model), strict=True):
-            np.testing.assert_array_equal(a, b)
+        assert run.meta["image_shape"] == (32, 32, 3) and run.meta["step"] == step == 18
+        assert run.config.train.batch_size == 32 and run.config.data.name == "digits"
+        assert run.config.to_dict() == config.to_dict()
+        model = nnx.state(run.model, nnx.Param)
+        for name, x in checkpoint._flat(model).items():  # every parameter, as saved
+            np.testing.assert_array_equal(x, last[f"params/{name}"])
 
 
 def test_predict_logits_batches_are_padded_and_agree(trained):
@@ -153,10 +149,34 @@ def test_confusion_matrix_rows_are_true_classes():
         inference.confusion_matrix([0, 3], [0, 0], 3)
 
 
-def test_evaluate_equals_the_runs_final_test_accuracy(trained, cli_runs):
-    wd, result = trained
+def test_the_evaluation_path_gives_the_runs_final_figures_with_tta(trained):
+    wd, _ = trained
     final = json.loads((wd / "metrics.jsonl").read_text().splitlines()[-1])
-    assert final == result.final
+    run = inference.load_run(str(wd))
+    data = inference.run_dataset(run)
+    m = evaluation.evaluate(run.model, data.test_images, data.test_labels, run.config)
+    assert final["tta_level"] == 2 and m["count"] == 360
+    assert m["accuracy"] == final["test_accuracy"] and m["loss"] == final["test_loss"]
+    cm = m["confusion_matrix"]
+    assert cm.sum() == 360 and np.trace(cm) == round(final["test_accuracy"] * 360)
+    # the predictions and the exported forward carry the same TTA: their argmax agrees
+    logits = inference.predict_logits(run.model, data.test_images, run.config)
+    assert (logits.argmax(-1) == data.test_labels).sum() == np.trace(cm)
+    plain = evaluation.evaluate(run.model, data.test_images, data.test_labels,
+                                _with_tta(run.config, 0))
+    assert plain["accuracy"] == final["test_accuracy_no_tta"]
+
+
+def _with_tta(config, level):
+    c = config.copy_and_resolve_references()
+    c.train.tta_level = level
+    return c
+
+
+@pytest.mark.slow
+def test_evaluate_equals_the_runs_final_test_accuracy(trained, cli_runs):
+    wd, _ = trained
+    final = json.loads((wd / "metrics.jsonl").read_text().splitlines()[-1])
     out = _ok(cli_runs, "evaluate")
     rep = json.loads((cli_runs[1] / "eval.json").read_text())
     assert rep["count"] == 360 and rep["split"] == "test" and rep["tta_level"] == 2
@@ -182,6 +202,7 @@ def test_prepare_images_converts_like_the_folder_loader(images):
         inference.prepare_images([str(d / "corrupt.png")], (32, 32, 3))
 
 
+@pytest.mark.slow
 def test_predict_gives_the_argmax_of_the_models_logits(trained, images, cli_runs):
     paths, arrays, _ = images
     run = inference.load_run(str(trained[0]))
@@ -197,6 +218,7 @@ def test_predict_gives_the_argmax_of_the_models_logits(trained, images, cli_runs
     assert out.count("  1. ") == len(paths) and out.split("\n")[0] == paths[0]
 
 
+@pytest.mark.slow
 def test_exported_model_matches_in_a_process_without_flax_or_jaxcnn(trained, images, exported,
                                                                    cli_runs):
     out_dir, meta = exported
@@ -225,6 +247,7 @@ def test_exported_model_matches_in_a_process_without_flax_or_jaxcnn(trained, ima
     ("missing_image", "missing.png does not exist or is not a file"),
     ("corrupt_image", "cannot decode image "),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(cli_runs, name, message):
     rc, out, err = cli_runs[0][name]
     lines = err.strip().splitlines()

@@ -1,11 +1,10 @@
 """Plots of a run: real PNG files read back with Pillow, and the script's bad input."""
 
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import python
 from PIL import Image
 
 from jaxcnn import plots
@@ -61,9 +60,9 @@ def test_confusion_matrix_of_many_classes_drops_the_numbers(tmp_path):
     assert size == (1700, 1600)  # capped at 17 x 16 inches, colour bar included
 
 
+@pytest.mark.slow
 def test_script_without_metrics_is_one_line_and_exit_2(tmp_path):
-    p = subprocess.run([sys.executable, str(REPO / "scripts" / "plot.py"), str(tmp_path)],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    p = python("scripts/plot.py", tmp_path, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip() == (f"error: {tmp_path}/metrics.jsonl does not exist: give the "
                                 "workdir of a run that has finished at least one epoch")

@@ -1,10 +1,9 @@
 """Model summary: per-layer parameters that add up to count_params, FLOPs counted from shapes."""
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from conftest import python
 from flax import nnx
 
 from jaxcnn import models, summary
@@ -76,10 +75,9 @@ def test_other_image_shapes_and_bad_ones():
     assert summary.parse_image_shape("28x28x1") == (28, 28, 1)
 
 
+@pytest.mark.slow
 def test_script_prints_the_table():
-    p = subprocess.run([sys.executable, str(REPO / "scripts" / "summary.py"), "resnet20",
-                        "--num-classes", "100"], capture_output=True, text=True, timeout=120,
-                       cwd=REPO)
+    p = python("scripts/summary.py", "resnet20", "--num-classes", "100", timeout=120)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
     assert lines[0] == "resnet20, 100 classes" and len(lines) == 2 + 39 + 1  # 39 layers

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import small_digits
 from flax import nnx
 
 from jaxcnn import models
 from jaxcnn.config import default_config
-from jaxcnn.data import Dataset, load
 from jaxcnn.data.pipeline import Batch
 from jaxcnn.errors import UserError
 from jaxcnn.optim import make_optimizer, make_schedule
@@ -53,10 +53,25 @@ def test_batchnorm_statistics_update_in_training_only():
     tx = optax.sgd(0.1)
     graphdef, state = create_state(model, tx)
     cfg = _cfg(graphdef, tx)
-    new, _ = train_step(state, _batch(), jax.random.key(0), cfg)
+    new, _ = jax.jit(lambda s: train_step(s, _batch(), jax.random.key(0), cfg))(state)
     before = jax.tree.leaves(state.model_state)
     after = jax.tree.leaves(new.model_state)
-    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    # training moves every running mean and variance (19 BatchNorms x 2) ...
+    assert len(before) == 38
+    assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    # ... inference uses them and leaves them exactly as they were: an image's logits do not
+    # depend on the rest of its batch (batch statistics would make them)
+    model = nnx.merge(graphdef, new.params, new.model_state)
+    apply = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(apply(model, x, False)[:1], apply(model, x[:1], False),
+                                   rtol=1e-5, atol=1e-5)
+    assert all(np.array_equal(a, b) for a, b in
+               zip(after, jax.tree.leaves(nnx.state(model, nnx.BatchStat)), strict=True))
+    apply(model, x, True)  # and training mode would have moved them: the check can fail
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(after, jax.tree.leaves(nnx.state(model, nnx.BatchStat)), strict=True))
 
 
 def test_eval_mask_counts_only_real_images():
@@ -99,12 +114,6 @@ def test_optimizers_and_weight_decay():
         make_optimizer(c, optax.constant_schedule(0.5))
 
 
-def _small_digits() -> Dataset:
-    d = load("digits")
-    return Dataset(d.train_images[:512], d.train_labels[:512], d.test_images[:100],
-                   d.test_labels[:100], d.class_names, "digits-small")
-
-
 def _config(**train):
     c = default_config()
     c.data.name = "digits"
@@ -116,7 +125,7 @@ def _config(**train):
 
 
 def test_same_seed_same_run_and_metrics_files(tmp_path):
-    data = _small_digits()
+    data = small_digits(512)
     a = train_and_evaluate(_config(), str(tmp_path / "a"), dataset=data, progress=False,
                            log=lambda *_: None)
     b = train_and_evaluate(_config(), str(tmp_path / "b"), dataset=data, progress=False,
@@ -134,7 +143,7 @@ def test_same_seed_same_run_and_metrics_files(tmp_path):
 
 
 def test_streamed_input_matches_on_device(tmp_path):
-    data = _small_digits()
+    data = small_digits(512)
     runs = []
     for on_device in ("yes", "no"):
         c = _config(epochs=1)
@@ -148,7 +157,7 @@ def test_streamed_input_matches_on_device(tmp_path):
 
 
 def test_eval_counts_every_test_image_with_a_ragged_last_batch():
-    data = _small_digits()  # 100 test images, eval batch 64: last batch is padded
+    data = small_digits(512)  # 100 test images, eval batch 64: last batch is padded
     r = train_and_evaluate(_config(epochs=1), None, dataset=data, progress=False,
                            log=lambda *_: None)
     trained = r.model
@@ -158,7 +167,7 @@ def test_eval_counts_every_test_image_with_a_ragged_last_batch():
 
 
 def test_bad_run_settings():
-    data = _small_digits()
+    data = small_digits(512)
     with pytest.raises(UserError, match="larger than the 512 training images"):
         train_and_evaluate(_config(batch_size=1024), None, dataset=data, progress=False)
     c = _config()
