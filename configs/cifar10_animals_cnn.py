@@ -5,7 +5,10 @@
 
 30,000 training images (bird, cat, deer, dog, frog, horse), 5 epochs of Adam 1e-3, batch 64.
 The vehicles (airplane, automobile, ship, truck) are held out for configs/cifar10_vehicles_ft.py.
-Measured: see README, "Checkpoints, resuming and fine-tuning".
+
+Measured (CIFAR-10 JPEG copy, 2-core AMD EPYC CPU, jax 0.10.2, 2026-11-29):
+`results/runs/cifar10_animals_cnn/metrics.jsonl`: test_accuracy 0.6837 on the 6,000 animal
+test images after 5 epochs, 53.6 s of training.
 """
 
 from configs.cifar10_cnn import get_config as base_config

@@ -3,13 +3,12 @@
   python scripts/train.py --config configs/cifar10_cnn.py \
       --config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz
 
-Measured on CIFAR-10 (JPEG copy), 2-core AMD EPYC CPU, jax 0.10.2, seed 0, 2026-11-29:
-test_accuracy 0.7083 after epoch 10 (0.6464 after epoch 1, best 0.7263 after epoch 4), 435 s of
-training (43-44 s per epoch, ~1,150 img/s) and 7 min 52 s end to end with the archive already
-decoded (first decode: ~8 s more). The seed's own PyTorch code on the same copy and machine:
-71.5% after epoch 10, 63.9% after epoch 1, 409 s. Both overfit after epoch 4-5.
-Seeds 1 and 2 later that day, 16 steps per compiled call: 0.7053 and 0.7011, 298.5 s of training
-(~30 s per epoch, ~1,690 img/s), 325 s end to end. Seeds 0-2: 0.705 ± 0.004.
+Measured (CIFAR-10 JPEG copy, 2-core AMD EPYC CPU, jax 0.10.2, 2026-11-29, `--config.seed=S`):
+`results/runs/cifar10_cnn_seed0/metrics.jsonl`: test_accuracy 0.7083,
+`results/runs/cifar10_cnn_seed1/metrics.jsonl`: 0.7053,
+`results/runs/cifar10_cnn_seed2/metrics.jsonl`: 0.7011 after 10 epochs (0.705 +- 0.004; best
+epochs 0.7263 / 0.7211 / 0.7166, after epoch 4-5 the recipe overfits), 176-181 s of training
+(17-19 s per epoch) and 3 min 17-23 s end to end with the archive already decoded.
 """
 
 from jaxcnn.config import default_config

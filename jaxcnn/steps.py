@@ -15,6 +15,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from jaxcnn import models, tta
+from jaxcnn.config import compute_dtype
 from jaxcnn.data.pipeline import Batch, alternating_flip, augment, normalize, take_batch
 from jaxcnn.errors import UserError
 
@@ -49,7 +50,6 @@ class StepConfig(NamedTuple):
 
 def preprocess_of(config: ConfigDict, channels: int) -> Preprocess:
     """`data.mean` / `data.std` (one value or one per channel) and the compute dtype."""
-    from jaxcnn.config import compute_dtype
     mean, std = (_per_channel(config.data[k], channels, k) for k in ("mean", "std"))
     return Preprocess(mean, std, models.dtype_of(compute_dtype(config)))
 

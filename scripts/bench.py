@@ -72,6 +72,7 @@ ROWS = (
     Row("train cnn b64", "train", "cnn", 64, 96, 16),
     Row("train cnn b512", "train", "cnn", 512, 16, 2),
     Row("train resnet20 b64", "train", "resnet20", 64, 32, 4),
+    Row("train resnet20 b512", "train", "resnet20", 512, 8, 2),  # configs/cifar10_resnet20.py
     Row("train resnet18 b64", "train", "resnet18", 64, 8, 2),
     Row("train airbench b128", "train", "airbench", 128, 16, 2),
     Row("infer cnn b1024", "infer", "cnn", 1024, 20, 2),

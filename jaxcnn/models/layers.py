@@ -36,19 +36,20 @@ def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
 # ---- convolutions for XLA:CPU, chosen per lowering platform
 #
 # XLA:CPU runs a convolution with Eigen only in the canonical layout (NHWC input, HWIO kernel,
-# NHWC output); any other convolution becomes a naive loop nest, 10-100x slower. Autodiff of
+# NHWC output); any other convolution becomes a naive loop nest, many times slower. Autodiff of
 # an NHWC convolution produces non-canonical ones (the filter gradient contracts over the
 # batch, the input gradient swaps the kernel's in/out), and XLA:CPU rewrites those into the
 # canonical form only in the entry computation (its ConvCanonicalization pass), not inside a
-# while loop: ResNet-20's train step ran 37x slower inside `lax.fori_loop` (6.5 s vs 0.17 s at
-# batch 64, jax 0.10.2). `conv_cpu` therefore writes its own backward pass in canonical
-# operations only: the filter gradient as one matmul per kernel tap over strided shifts of the
-# input (also 3x faster than XLA's filter-gradient convolution, seed CNN at batch 512), the
-# input gradient as a canonical convolution of the (stride-dilated) output gradient with the
-# flipped kernel. A forward convolution with few input channels runs as im2col + one matmul
-# (~15 GFLOP/s for XLA:CPU's 3-channel convolution). `conv_general_dilated` picks this path
-# for the CPU lowering only (`lax.platform_dependent`): a CUDA lowering of the same trace keeps
-# XLA's convolutions (cuDNN).
+# while loop: ResNet-20's train step ran 32x slower inside `lax.fori_loop` (6.2 s vs 0.20 s at
+# batch 64, jax 0.10.2; results/conv-in-loop-2026-11-29). `conv_cpu` therefore writes its own
+# backward pass in canonical operations only: the filter gradient as one matmul per kernel tap
+# over strided shifts of the input (in the loop faster than the filter gradient as a canonical
+# convolution for ResNet-20, ResNet-18 and airbench: results/cpu-step-experiments-2026-11-29),
+# the input gradient as a canonical convolution of the (stride-dilated) output gradient with
+# the flipped kernel. A forward convolution with few input channels runs as im2col + one
+# matmul, faster than XLA:CPU's convolution with 3 input channels. `conv_general_dilated` picks
+# this path for the CPU lowering only (`lax.platform_dependent`): a CUDA lowering of the same
+# trace keeps XLA's convolutions (cuDNN).
 
 _DN = ("NHWC", "HWIO", "NHWC")
 CPU_CONV_SCOPE = "jaxcnn_cpu_conv"  # the name scope of the CPU path in a lowering's locations
