@@ -14,6 +14,7 @@ from configs.cifar10_cnn import get_config as base_config
 
 def get_config():
     c = base_config()
+    c.train.drop_remainder = True  # BatchNorm: a padded last batch would skew its statistics
     c.model.name = "resnet20"
     c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train-set statistics
     c.data.std = (0.2470, 0.2435, 0.2616)

@@ -74,6 +74,9 @@ def default_config() -> ConfigDict:
     c.train.batch_size = 64  # global batch, split over all devices
     c.train.eval_batch_size = 1000  # rounded up to a multiple of the device count
     c.train.label_smoothing = 0.0
+    c.train.drop_remainder = True  # False: also train on the epoch's last, smaller batch (the
+    #                                rest of the data set, padded and masked), as PyTorch's
+    #                                DataLoader does by default; not with BatchNorm
     c.train.steps_per_call = 0  # data on the device: optimizer steps per compiled call (one
     #                             lax.fori_loop); 0 = auto by backend (train.AUTO_STEPS_PER_CALL)
     c.train.tta_level = 0  # test-time augmentation of the final evaluation: 0 none, 1 mirror,
@@ -112,6 +115,8 @@ def check_config(config: ConfigDict) -> None:
         v = t[name]
         if not isinstance(v, int) or v < 1:
             raise UserError(f"train.{name} must be a positive integer, got {v!r}")
+    if not isinstance(t.drop_remainder, bool):
+        raise UserError(f"train.drop_remainder must be true or false, got {t.drop_remainder!r}")
     if not isinstance(t.steps_per_call, int) or t.steps_per_call < 0:
         raise UserError(f"train.steps_per_call must be an integer >= 0 (0 = auto), got "
                         f"{t.steps_per_call!r}")

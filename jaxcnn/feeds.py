@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from jaxcnn import parallel
 from jaxcnn.data import Dataset
-from jaxcnn.data.pipeline import Batch, HostBatches, epoch_permutation
+from jaxcnn.data.pipeline import Batch, HostBatches, epoch_order
 from jaxcnn.steps import (
     StepConfig,
     TrainState,
@@ -66,10 +66,10 @@ class RunKeys(NamedTuple):
 
 
 def _loop(state, sums, images, labels, perm, epoch, i, aug_key, *, n: int, cfg: StepConfig,
-          batch_size: int, sharding):
+          batch_size: int, sharding, valid: int | None):
     """Steps `i .. i+n-1` of the epoch, `n` static: XLA knows the trip count."""
     step = functools.partial(train_gathered_step, cfg=cfg, batch_size=batch_size,
-                             sharding=sharding)
+                             sharding=sharding, valid=valid)
     if n == 1:
         return step(state, sums, images, labels, perm, epoch, i, aug_key)
     return jax.lax.fori_loop(
@@ -77,21 +77,27 @@ def _loop(state, sums, images, labels, perm, epoch, i, aug_key, *, n: int, cfg: 
 
 
 class DeviceFeed:
-    """The training set on every device; up to `per_call` steps per compiled call."""
+    """The training set on every device; up to `per_call` steps per compiled call.
 
-    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh, per_call: int):
+    `drop_remainder=False`: the epoch ends with a padded batch whose extra rows are masked."""
+
+    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh, per_call: int,
+                 drop_remainder: bool = True):
         repl = parallel.replicated(mesh)
         self.batch_size, self.per_call, self.n = batch_size, per_call, len(data.train_labels)
+        self.steps = self.n // batch_size if drop_remainder else -(-self.n // batch_size)
+        self._valid = None if drop_remainder else self.n
         self.images, self.labels = jax.device_put((data.train_images, data.train_labels), repl)
         self._batch_sh, self._repl = parallel.batch_sharding(mesh), repl
         self._perm = (None, None)  # (epoch, its permutation), computed once per epoch
 
     def _compiled(self, n: int, cfg: StepConfig):
-        return _jit_loop(n, cfg, self.batch_size, self._batch_sh, self._repl)
+        return _jit_loop(n, cfg, self.batch_size, self._valid, self._batch_sh, self._repl)
 
     def _args(self, epoch: int, keys: RunKeys):
         if self._perm[0] != epoch:
-            self._perm = (epoch, epoch_permutation(keys.data, epoch, self.n))
+            self._perm = (epoch, epoch_order(keys.data, epoch, self.n, self.steps,
+                                             self.batch_size))
         return self.images, self.labels, self._perm[1]
 
     def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
@@ -112,11 +118,11 @@ class DeviceFeed:
 
 
 @functools.cache
-def _jit_loop(n: int, cfg: StepConfig, batch_size: int, batch_sh, repl):
+def _jit_loop(n: int, cfg: StepConfig, batch_size: int, valid: int | None, batch_sh, repl):
     # state and sums are donated: updated in place; every input is replicated, and the batches
     # are cut from the replicated set and spread over the mesh inside (`batch_sh`).
     return jax.jit(functools.partial(_loop, n=n, cfg=cfg, batch_size=batch_size,
-                                     sharding=batch_sh),
+                                     sharding=batch_sh, valid=valid),
                    in_shardings=repl, out_shardings=(repl, repl), donate_argnums=(0, 1))
 
 
@@ -125,8 +131,9 @@ class HostFeed:
 
     per_call = 1
 
-    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh):
-        self.host = HostBatches(data.train_images, data.train_labels, batch_size)
+    def __init__(self, data: Dataset, batch_size: int, mesh: Mesh, drop_remainder: bool = True):
+        self.host = HostBatches(data.train_images, data.train_labels, batch_size, drop_remainder)
+        self.steps = self.host.steps
         self.batch_size = batch_size
         self._batch_sh, self._repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._next, self._batches = None, None  # (epoch, i) the iterator yields next
@@ -150,6 +157,8 @@ class HostFeed:
     def compile(self, state: TrainState, lengths, cfg: StepConfig, keys: RunKeys) -> None:
         sums = jax.device_put(initial_train_sums(), self._repl)
         shapes = (self.host.images, self.host.labels, self.host.labels[:1].astype("int32"))
+        if not self.host.drop_remainder:
+            shapes += (self.host.labels[:1].astype("float32"),)
         batch = Batch(*(jax.ShapeDtypeStruct((self.batch_size,) + a.shape[1:], a.dtype,
                                              sharding=self._batch_sh) for a in shapes))
         self._compiled(cfg).lower(state, sums, batch, 0, 0, keys.aug).compile()

@@ -94,7 +94,9 @@ def loss_and_metrics(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing
     """Mean (masked) cross-entropy, plus summed loss / correct / count for logging."""
     k = logits_BxK.shape[-1]
     targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, k), label_smoothing)
-    loss_B = optax.softmax_cross_entropy(logits_BxK.astype(jnp.float32), targets_BxK)
+    # At least float32 (bf16 logits are promoted), never less than the logits (float64 kept).
+    logits_BxK = logits_BxK.astype(jnp.promote_types(logits_BxK.dtype, jnp.float32))
+    loss_B = optax.softmax_cross_entropy(logits_BxK, targets_BxK)
     if mask_B is None:
         mask_B = jnp.ones_like(loss_B)
     count = mask_B.sum()
@@ -115,7 +117,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, cfg: StepConfig
         # copy=True: fresh Variables at this trace level, which BatchNorm may then update.
         model = nnx.merge(cfg.graphdef, params, state.model_state, copy=True)
         logits = model(x, train=cfg.bn_train)
-        loss, metrics = loss_and_metrics(logits, batch.label, cfg.label_smoothing)
+        loss, metrics = loss_and_metrics(logits, batch.label, cfg.label_smoothing, batch.mask)
         return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
     grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -162,10 +164,12 @@ def train_batch_step(state: TrainState, sums: dict, batch: Batch, epoch, i, aug_
 
 
 def train_gathered_step(state: TrainState, sums: dict, images, labels, perm, epoch, i, aug_key,
-                        cfg: StepConfig, batch_size: int, sharding) -> tuple[TrainState, dict]:
-    """Gather batch `i` of the epoch from the device-resident data set, then train on it."""
-    batch = jax.lax.with_sharding_constraint(take_batch(images, labels, perm, i, batch_size),
-                                             sharding)
+                        cfg: StepConfig, batch_size: int, sharding, valid: int | None = None
+                        ) -> tuple[TrainState, dict]:
+    """Gather batch `i` of the epoch from the device-resident data set, then train on it
+    (`valid`: the data set's size when the last batch is padded, see `take_batch`)."""
+    batch = take_batch(images, labels, perm, i, batch_size, valid)
+    batch = jax.lax.with_sharding_constraint(batch, sharding)
     return train_batch_step(state, sums, batch, epoch, i, aug_key, cfg)
 
 

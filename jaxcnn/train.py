@@ -52,7 +52,7 @@ class Job:
     data: Dataset
     graphdef: nnx.GraphDef
     schedule: optax.Schedule  # learning rate per optimizer step, for the logs
-    steps_per_epoch: int  # the remainder of the training set is dropped, reshuffled each epoch
+    steps_per_epoch: int  # with train.drop_remainder the rest is dropped (reshuffled each epoch)
     feed: DeviceFeed | HostFeed
     steps: StepConfig  # the train step's settings
     evaluate: Evaluator  # test metrics after every epoch
@@ -120,7 +120,8 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if tc.batch_size > n_train:
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
                         f"images of {data.name}: use a smaller batch")
-    steps_per_epoch = n_train // tc.batch_size
+    steps_per_epoch = (n_train // tc.batch_size if tc.drop_remainder
+                       else -(-n_train // tc.batch_size))
     # ---- model & optimizer
     key = jax.random.key(config.seed)
     if model is None:
@@ -128,6 +129,10 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
                               dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
                               rngs=nnx.Rngs(jax.random.fold_in(key, 0)),
                               **models.options(config.model))
+    if not tc.drop_remainder and _has_batch_norm(model):
+        raise UserError(f"train.drop_remainder=false pads the last batch, and the padding would "
+                        f"enter the BatchNorm statistics of {config.model.name}: keep it true "
+                        "for models with BatchNorm")
     schedule = make_schedule(config.optim, steps_per_epoch, tc.epochs)
     if config.finetune.init_from:
         finetune.load_backbone(model, config.finetune.init_from)
@@ -149,12 +154,17 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
         platform = mesh.devices.flat[0].platform
         feed = DeviceFeed(data, tc.batch_size, mesh,
-                          steps_per_call(tc.steps_per_call, platform, config.model.name))
+                          steps_per_call(tc.steps_per_call, platform, config.model.name),
+                          tc.drop_remainder)
     else:
-        feed = HostFeed(data, tc.batch_size, mesh)
+        feed = HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
     job = Job(config, mesh, data, graphdef, schedule, steps_per_epoch, feed, steps, evaluate_,
               final, key, summary.table(model, data.image_shape), init_seconds, compile_seconds)
     return job, state
+
+
+def _has_batch_norm(model: nnx.Module) -> bool:
+    return any(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_modules(model))
 
 
 def _fits_on_device(nbytes: int, mesh: Mesh, setting: str) -> bool:

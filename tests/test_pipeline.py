@@ -7,6 +7,7 @@ import numpy as np
 from jaxcnn.data.pipeline import (
     HostBatches,
     augment,
+    epoch_order,
     epoch_permutation,
     normalize,
     random_crop,
@@ -84,3 +85,23 @@ def test_host_batches_follow_the_device_order():
         dev = take_batch(jnp.asarray(x), jnp.asarray(y), perm, i, 6)
         np.testing.assert_array_equal(b.label, dev.label)
         np.testing.assert_array_equal(b.image, dev.image)
+
+
+def test_a_kept_remainder_is_a_padded_masked_last_batch_on_both_paths():
+    x = np.asarray(_images(n=20))
+    y = np.arange(20, dtype=np.int32)
+    key = jax.random.key(0)
+    host = list(HostBatches(x, y, 6, drop_remainder=False).epoch(key, 1))
+    assert len(host) == 4  # 6 + 6 + 6 + 2 real rows
+    perm = epoch_order(key, 1, 20, 4, 6)
+    np.testing.assert_array_equal(perm[:20], epoch_permutation(key, 1, 20))
+    np.testing.assert_array_equal(perm[20:], perm[:4])  # padding: valid rows, masked out
+    seen = []
+    for i, b in enumerate(host):
+        dev = take_batch(jnp.asarray(x), jnp.asarray(y), perm, i, 6, valid=20)
+        for field in ("label", "image", "index", "mask"):
+            np.testing.assert_array_equal(getattr(b, field), getattr(dev, field))
+        seen += list(np.asarray(b.label)[np.asarray(b.mask) == 1])
+    np.testing.assert_array_equal(host[-1].mask, [1, 1, 0, 0, 0, 0])
+    assert sorted(seen) == list(range(20))  # every image exactly once in the epoch
+    assert take_batch(jnp.asarray(x), jnp.asarray(y), perm, 0, 6).mask is None

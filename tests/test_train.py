@@ -179,3 +179,38 @@ def test_bad_run_settings():
     c.optim.name = "sgd"
     with pytest.raises(UserError, match="diverged"):
         train_and_evaluate(c, None, dataset=data, progress=False, log=lambda *_: None)
+
+
+def test_a_masked_remainder_step_equals_a_step_on_the_real_rows_alone():
+    model = models.create("cnn", num_classes=10, width=8, hidden=32, rngs=nnx.Rngs(0))
+    tx = optax.adam(1e-3)
+    graphdef, state = create_state(model, tx)
+    step = jax.jit(train_step, static_argnums=3)
+    cfg = _cfg(graphdef, tx)
+    full = _batch(32)
+    mask = jnp.asarray(np.arange(32) < 12, jnp.float32)
+    padded, m_padded = step(state, full._replace(mask=mask), jax.random.key(0), cfg)
+    real = Batch(full.image[:12], full.label[:12])
+    alone, m_alone = step(state, real, jax.random.key(0), cfg)
+    assert float(m_padded["count"]) == 12
+    np.testing.assert_allclose(m_padded["loss"], m_alone["loss"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(alone.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("on_device", ["yes", "no"])
+def test_drop_remainder_false_trains_on_every_image_each_epoch(on_device):
+    data = small_digits(500)  # 7 batches of 64 and one of 52 real rows
+    c = _config(epochs=1, drop_remainder=False)
+    c.data.on_device = on_device
+    r = train_and_evaluate(c, None, dataset=data, progress=False, log=lambda *_: None)
+    assert r.history[0]["step"] == 8
+    correct = r.history[0]["train_accuracy"] * 500  # correct / count, count = all 500 images
+    assert correct == pytest.approx(round(correct), abs=1e-6)
+
+
+def test_drop_remainder_false_is_refused_with_batchnorm():
+    c = _config(drop_remainder=False)
+    c.model.name = "resnet20"
+    with pytest.raises(UserError, match="drop_remainder=false.*BatchNorm"):
+        train_and_evaluate(c, None, dataset=small_digits(500), progress=False)

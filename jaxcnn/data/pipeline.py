@@ -17,6 +17,7 @@ class Batch(NamedTuple):
     image: jax.Array  # uint8 BxHxWxC
     label: jax.Array  # int32 B
     index: jax.Array | None = None  # int32 B: each image's row in the data set (alternating flip)
+    mask: jax.Array | None = None  # float32 B, 0 for padding (an epoch's last batch); None: all 1
 
 
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
@@ -24,11 +25,23 @@ def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Arr
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
+def epoch_order(key: jax.Array, epoch: int, n: int, steps: int, batch_size: int) -> jax.Array:
+    """`epoch_permutation`, padded to `steps` full batches with its own first entries: the
+    padding rows of a kept remainder batch (masked out by `take_batch`)."""
+    perm = epoch_permutation(key, epoch, n)
+    pad = steps * batch_size - n
+    return jnp.concatenate([perm, perm[:pad]]) if pad > 0 else perm
+
+
 def take_batch(images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array,
-               batch_size: int) -> Batch:
-    """Batch `i` of an epoch whose order is `perm`, gathered on the device."""
+               batch_size: int, valid: int | None = None) -> Batch:
+    """Batch `i` of an epoch whose order is `perm`, gathered on the device. With `valid` (the
+    data set's size, static) rows past it are padding: the batch gets a mask."""
     idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-    return Batch(images[idx], labels[idx], idx)
+    mask = None
+    if valid is not None:
+        mask = (i * batch_size + jnp.arange(batch_size) < valid).astype(jnp.float32)
+    return Batch(images[idx], labels[idx], idx, mask)
 
 
 def random_crop(key: jax.Array, x_BxHxWxC: jax.Array, padding: int, fill: str = "zero"
@@ -94,22 +107,28 @@ class HostBatches:
     gives the same result either way.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 drop_remainder: bool = True):
         self.images, self.labels, self.batch_size = images, labels, batch_size
+        n = len(labels)
+        self.drop_remainder = drop_remainder
+        self.steps = n // batch_size if drop_remainder else -(-n // batch_size)
 
     def epoch(self, key: jax.Array, epoch: int, sharding=None, start: int = 0
               ) -> Iterator[Batch]:
         """Batches `start`.. of `epoch`; with a `sharding`, each process sends only its rows."""
-        perm = np.asarray(epoch_permutation(key, epoch, len(self.labels)))
-        b = self.batch_size
+        n, b = len(self.labels), self.batch_size
+        perm = np.asarray(epoch_order(key, epoch, n, self.steps, b))
         n_proc, proc = jax.process_count(), jax.process_index()
-        for i in range(start, len(perm) // b):
-            idx = perm[i * b:(i + 1) * b]
+        for i in range(start, self.steps):
+            rows = np.arange(i * b, (i + 1) * b)
+            arrays = [self.images[perm[rows]], self.labels[perm[rows]], perm[rows].astype(np.int32)]
+            if not self.drop_remainder:
+                arrays.append((rows < n).astype(np.float32))
             if sharding is None:
-                yield Batch(*jax.device_put((self.images[idx], self.labels[idx],
-                                             idx.astype(np.int32))))
+                yield Batch(*jax.device_put(tuple(arrays)))
                 continue
-            mine = idx[proc * b // n_proc:(proc + 1) * b // n_proc]
-            yield Batch(*(jax.make_array_from_process_local_data(sharding, a, (b,) + a.shape[1:])
-                          for a in (self.images[mine], self.labels[mine],
-                                    mine.astype(np.int32))))
+            mine = slice(proc * b // n_proc, (proc + 1) * b // n_proc)
+            yield Batch(*(jax.make_array_from_process_local_data(sharding, a[mine],
+                                                                 (b,) + a.shape[1:])
+                          for a in arrays))
