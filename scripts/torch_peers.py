@@ -157,3 +157,29 @@ def batches(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, batch_size: int,
     x_NxCxHxW, y_N = x_NxCxHxW.to(device()), y_N.to(device())
     return [(x_NxCxHxW[i:i + batch_size], y_N[i:i + batch_size])
             for i in range(0, n, batch_size)]
+
+
+def copy_cnn_params(net, params) -> None:
+    """Load a jaxcnn `cnn`'s parameters (an nnx.State, or nested dicts of arrays) into `net`,
+    the seed's network: the same function of the input, so both can start from one init.
+
+    Kernels go HWIO -> OIHW and (in, out) -> (out, in); fc1's input rows are reordered from
+    jaxcnn's NHWC flatten order (h, w, c) to PyTorch's NCHW one (c, h, w).
+    """
+    import torch
+
+    def arr(layer, name):
+        v = params[layer][name]
+        return np.asarray(getattr(v, "value", v))
+
+    c = net.conv2.out_channels
+    hw = int(round((net.fc1.in_features // c) ** 0.5))
+    fc1 = arr("fc1", "kernel").reshape(hw, hw, c, -1).transpose(3, 2, 0, 1).reshape(
+        -1, net.fc1.in_features)
+    weights = {"conv1.weight": arr("conv1", "kernel").transpose(3, 2, 0, 1),
+               "conv2.weight": arr("conv2", "kernel").transpose(3, 2, 0, 1),
+               "fc1.weight": fc1, "fc2.weight": arr("fc2", "kernel").T}
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        weights[f"{layer}.bias"] = arr(layer, "bias")
+    # load_state_dict copies into the parameters' dtype: a float64 net gets every digit.
+    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
