@@ -55,9 +55,20 @@ def test_init_is_pytorch_default_and_seeded():
     c = models.create("cnn", num_classes=10, rngs=nnx.Rngs(2))
     np.testing.assert_array_equal(a.fc1.kernel[...], b.fc1.kernel[...])
     assert not np.array_equal(a.fc1.kernel[...], c.fc1.kernel[...])
-    bound = 1 / np.sqrt(4096)
-    k = np.asarray(a.fc1.kernel[...])
-    assert k.min() >= -bound and k.max() <= bound and k.max() > 0.99 * bound
+    # PyTorch's default for Conv2d and Linear, weights and biases alike: U(-b, b), b = 1/sqrt(fan_in)
+    # (kaiming_uniform with a=sqrt(5) for the weights), fan_in = in_channels x 3 x 3 for a conv.
+    fan_in = {"conv1": 3 * 9, "conv2": 32 * 9, "fc1": 4096, "fc2": 1024}
+    biases = []
+    for layer, n in fan_in.items():
+        bound = 1 / np.sqrt(n)
+        k = np.asarray(getattr(a, layer).kernel[...])
+        b = np.asarray(getattr(a, layer).bias[...])
+        assert np.abs(k).max() <= bound and np.abs(k).max() > 0.95 * bound, layer
+        assert abs(k.std() * np.sqrt(3) / bound - 1) < 0.05, layer  # uniform: std = b / sqrt(3)
+        assert np.abs(b).max() <= bound, layer
+        biases.append(b / bound)
+    biases = np.concatenate(biases)  # 1,130 values, each U(-1, 1) once scaled
+    assert abs(biases.std() * np.sqrt(3) - 1) < 0.1 and abs(biases.mean()) < 0.1
 
 
 # Every convolution shape of the zoo: 3x3 stride 1 (im2col below 9 input channels), 3x3 stride
