@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from jaxcnn import parallel
 from jaxcnn.data import Dataset
-from jaxcnn.data.pipeline import Batch, HostBatches, epoch_order
+from jaxcnn.data.pipeline import Batch, HostBatches, epoch_order, steps_per_epoch
 from jaxcnn.steps import (
     StepConfig,
     TrainState,
@@ -85,7 +85,7 @@ class DeviceFeed:
                  drop_remainder: bool = True):
         repl = parallel.replicated(mesh)
         self.batch_size, self.per_call, self.n = batch_size, per_call, len(data.train_labels)
-        self.steps = self.n // batch_size if drop_remainder else -(-self.n // batch_size)
+        self.steps = steps_per_epoch(self.n, batch_size, drop_remainder)
         self._valid = None if drop_remainder else self.n
         self.images, self.labels = jax.device_put((data.train_images, data.train_labels), repl)
         self._batch_sh, self._repl = parallel.batch_sharding(mesh), repl

@@ -25,7 +25,7 @@ from ml_collections import ConfigDict
 from jaxcnn import checkpoint, finetune, logs, models, parallel, summary
 from jaxcnn.config import check_config, compute_dtype
 from jaxcnn.data import Dataset, load
-from jaxcnn.data.pipeline import normalize
+from jaxcnn.data.pipeline import normalize, steps_per_epoch
 from jaxcnn.errors import UserError
 from jaxcnn.evaluation import Evaluator, eval_batch_size, evaluate
 from jaxcnn.feeds import DeviceFeed, HostFeed, RunKeys, steps_per_call
@@ -120,8 +120,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if tc.batch_size > n_train:
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
                         f"images of {data.name}: use a smaller batch")
-    steps_per_epoch = (n_train // tc.batch_size if tc.drop_remainder
-                       else -(-n_train // tc.batch_size))
+    spe = steps_per_epoch(n_train, tc.batch_size, tc.drop_remainder)
     # ---- model & optimizer
     key = jax.random.key(config.seed)
     if model is None:
@@ -133,14 +132,14 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         raise UserError(f"train.drop_remainder=false pads the last batch, and the padding would "
                         f"enter the BatchNorm statistics of {config.model.name}: keep it true "
                         "for models with BatchNorm")
-    schedule = make_schedule(config.optim, steps_per_epoch, tc.epochs)
+    schedule = make_schedule(config.optim, spe, tc.epochs)
     if config.finetune.init_from:
         finetune.load_backbone(model, config.finetune.init_from)
-        tx = finetune.make_finetune_optimizer(config, schedule, steps_per_epoch,
+        tx = finetune.make_finetune_optimizer(config, schedule, spe,
                                               finetune.head_name(model))
         init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
     else:
-        tx = make_train_optimizer(config, schedule, model, steps_per_epoch)
+        tx = make_train_optimizer(config, schedule, model, spe)
         init_seconds, compile_seconds = _init_from_data(model, data, config)
     graphdef, state = create_state(model, tx)
     steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes)
@@ -158,7 +157,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
                           tc.drop_remainder)
     else:
         feed = HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
-    job = Job(config, mesh, data, graphdef, schedule, steps_per_epoch, feed, steps, evaluate_,
+    job = Job(config, mesh, data, graphdef, schedule, spe, feed, steps, evaluate_,
               final, key, summary.table(model, data.image_shape), init_seconds, compile_seconds)
     return job, state
 

@@ -55,7 +55,7 @@ def test_init_is_pytorch_default_and_seeded():
     c = models.create("cnn", num_classes=10, rngs=nnx.Rngs(2))
     np.testing.assert_array_equal(a.fc1.kernel[...], b.fc1.kernel[...])
     assert not np.array_equal(a.fc1.kernel[...], c.fc1.kernel[...])
-    # PyTorch's default for Conv2d and Linear, weights and biases alike: U(-b, b), b = 1/sqrt(fan_in)
+    # PyTorch's default for Conv2d and Linear, weights and biases: U(-b, b), b = 1/sqrt(fan_in)
     # (kaiming_uniform with a=sqrt(5) for the weights), fan_in = in_channels x 3 x 3 for a conv.
     fan_in = {"conv1": 3 * 9, "conv2": 32 * 9, "fc1": 4096, "fc2": 1024}
     biases = []

@@ -25,6 +25,11 @@ def epoch_permutation(key: jax.Array, epoch: int | jax.Array, n: int) -> jax.Arr
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_remainder: bool = True) -> int:
+    """Full batches only, or one more for the rest of the data set."""
+    return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
 def epoch_order(key: jax.Array, epoch: int, n: int, steps: int, batch_size: int) -> jax.Array:
     """`epoch_permutation`, padded to `steps` full batches with its own first entries: the
     padding rows of a kept remainder batch (masked out by `take_batch`)."""
@@ -110,9 +115,8 @@ class HostBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
                  drop_remainder: bool = True):
         self.images, self.labels, self.batch_size = images, labels, batch_size
-        n = len(labels)
         self.drop_remainder = drop_remainder
-        self.steps = n // batch_size if drop_remainder else -(-n // batch_size)
+        self.steps = steps_per_epoch(len(labels), batch_size, drop_remainder)
 
     def epoch(self, key: jax.Array, epoch: int, sharding=None, start: int = 0
               ) -> Iterator[Batch]:
