@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         print(json.dumps(parity(data, args.parity, args.seed, args.float64)))
         return 0
     if args.out is not None:
-        meta = {"command": " ".join(["python", "scripts/torch_seed.py", *sys.argv[1:]]),
+        meta = {"command": " ".join(["python3", "scripts/torch_seed.py", *sys.argv[1:]]),
                 "torch": torch.__version__, "python": platform.python_version(),
                 "threads": torch.get_num_threads(), "machine": platform.processor() or
                 platform.machine(), "data": data.name}
