@@ -20,3 +20,7 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     assert "pytest" in first[1]
     test_command = first[1].split("&&")[-1].strip()
     assert test_command in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_has_no_unfilled_placeholders():
+    assert not re.findall(r"\{\{\w+\}\}", README), "README has unfilled {{...}} placeholders"
