@@ -4,6 +4,8 @@ Config files (`configs/*.py`) start from `default_config()` and override a few f
 applies `--config.<group>.<field>=<value>` on top; `check_config` refuses unknown fields.
 """
 
+import math
+
 import ml_collections
 from ml_collections import ConfigDict, config_dict
 
@@ -123,8 +125,6 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(t.log_every_steps, int) or t.log_every_steps < 0:
         raise UserError(f"train.log_every_steps must be an integer >= 0, got "
                         f"{t.log_every_steps!r}")
-    if not 0.0 <= t.label_smoothing < 1.0:
-        raise UserError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if config.precision not in ("float32", "bf16"):
         raise UserError(f"precision must be float32 or bf16, got {config.precision!r}")
     for name in ("dtype", "param_dtype"):
@@ -133,13 +133,13 @@ def check_config(config: ConfigDict) -> None:
             raise UserError(f"model.{name} must be float32 or bfloat16, got "
                             f"{config.model[name]!r}: float16 needs loss scaling, which jaxcnn "
                             "does not do; use --config.precision=bf16 for 16-bit compute")
-    if not config.optim.learning_rate > 0:
-        raise UserError(f"optim.learning_rate must be > 0, got {config.optim.learning_rate}")
+    _check_numbers(config)
     _check_recipe_fields(config)
     if config.data.on_device not in ("auto", "yes", "no"):
         raise UserError(f"data.on_device must be auto, yes or no, got {config.data.on_device!r}")
-    if config.data.crop_padding < 0:
-        raise UserError(f"data.crop_padding must be >= 0, got {config.data.crop_padding}")
+    if not isinstance(config.data.crop_padding, int) or config.data.crop_padding < 0:
+        raise UserError(f"data.crop_padding must be an integer >= 0, got "
+                        f"{config.data.crop_padding!r}")
     if not isinstance(config.data.train_per_class, int) or config.data.train_per_class < 0:
         raise UserError(f"data.train_per_class must be an integer >= 0, got "
                         f"{config.data.train_per_class!r}")
@@ -157,11 +157,43 @@ def check_config(config: ConfigDict) -> None:
     f = config.finetune
     if f.mode not in ("full", "linear_probe"):
         raise UserError(f"finetune.mode must be full or linear_probe, got {f.mode!r}")
-    if not f.backbone_lr_scale >= 0:
-        raise UserError(f"finetune.backbone_lr_scale must be >= 0, got {f.backbone_lr_scale}")
     if not isinstance(f.unfreeze_after_epochs, int) or f.unfreeze_after_epochs < 0:
         raise UserError(f"finetune.unfreeze_after_epochs must be an integer >= 0, got "
                         f"{f.unfreeze_after_epochs!r}")
+
+
+# (field, lowest, highest, whether the bounds themselves are allowed): finite numbers only, so a
+# nan or inf is refused here instead of diverging (or allocating) later.
+NUMBERS = [
+    ("optim.learning_rate", 0.0, None, (False, True)),
+    ("optim.eps", 0.0, None, (True, True)),
+    ("optim.b1", 0.0, 1.0, (True, False)),
+    ("optim.b2", 0.0, 1.0, (True, False)),
+    ("optim.momentum", 0.0, 1.0, (True, False)),
+    ("optim.weight_decay", 0.0, None, (True, True)),
+    ("optim.warmup_epochs", 0.0, None, (True, True)),
+    ("optim.bias_lr_scale", 0.0, None, (False, True)),
+    ("train.label_smoothing", 0.0, 1.0, (True, False)),
+    ("finetune.backbone_lr_scale", 0.0, None, (True, True)),
+]
+SEED_RANGE = (-2**63, 2**63)  # what jax.random.key takes
+
+
+def _check_numbers(config: ConfigDict) -> None:
+    for field, lo, hi, (lo_ok, hi_ok) in NUMBERS:
+        group, name = field.split(".")
+        v = config[group][name]
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+              and (v >= lo if lo_ok else v > lo)
+              and (hi is None or (v <= hi if hi_ok else v < hi)))
+        if not ok:
+            low = f"{'>=' if lo_ok else '>'} {lo:g}"
+            bounds = low if hi is None else f"{low} and {'<=' if hi_ok else '<'} {hi:g}"
+            raise UserError(f"{field} must be {bounds} (a finite number), got {v!r}")
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (
+            SEED_RANGE[0] <= seed < SEED_RANGE[1]):
+        raise UserError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
 
 
 def compute_dtype(config: ConfigDict) -> str:
@@ -178,8 +210,6 @@ def _check_recipe_fields(config: ConfigDict) -> None:
         raise UserError(f"data.crop_fill must be zero or reflect, got {d.crop_fill!r}")
     if config.train.tta_level not in (0, 1, 2):
         raise UserError(f"train.tta_level must be 0, 1 or 2, got {config.train.tta_level!r}")
-    if not o.bias_lr_scale > 0:
-        raise UserError(f"optim.bias_lr_scale must be > 0, got {o.bias_lr_scale}")
     for name in ("whiten_bias_epochs", "lookahead_every"):
         if not isinstance(o[name], int) or o[name] < 0:
             raise UserError(f"optim.{name} must be an integer >= 0, got {o[name]!r}")

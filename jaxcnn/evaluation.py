@@ -82,9 +82,11 @@ class Evaluator:
                 "confusion_matrix": np.rint(sums["confusion"]).astype(np.int64)}
 
 
-def eval_batch_size(config: ConfigDict, mesh: Mesh) -> int:
-    """`train.eval_batch_size`, rounded up to a multiple of the device count."""
-    return -(-config.train.eval_batch_size // mesh.size) * mesh.size
+def eval_batch_size(config: ConfigDict, mesh: Mesh, count: int) -> int:
+    """`train.eval_batch_size`, at most the `count` images evaluated (a larger batch would be
+    all padding), rounded up to a multiple of the device count."""
+    size = min(config.train.eval_batch_size, max(count, 1))
+    return -(-size // mesh.size) * mesh.size
 
 
 def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, config: ConfigDict,
@@ -100,4 +102,5 @@ def evaluate(model: nnx.Module, images: np.ndarray, labels: np.ndarray, config: 
     cfg = step_config(config, graphdef, None, images.shape[-1],
                       num_outputs(model, images.shape[1:]), tta_level=config.train.tta_level)
     state = jax.device_put(state, parallel.replicated(mesh))
-    return Evaluator(images, labels, cfg, eval_batch_size(config, mesh), mesh)(state)
+    return Evaluator(images, labels, cfg, eval_batch_size(config, mesh, len(labels)),
+                     mesh)(state)

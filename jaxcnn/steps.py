@@ -6,6 +6,7 @@ so the hot loop stays functional; `forward` is the one inference path: the engin
 `jaxcnn.evaluate`, `scripts/evaluate.py`, prediction, plots and the exported artifact all call it.
 """
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -78,6 +79,9 @@ def _per_channel(v, channels: int, name: str) -> tuple[float, ...]:
     if len(v) != channels:
         raise UserError(f"data.{name} has {len(v)} values but the images have {channels} "
                         "channels: give one value or one per channel")
+    if not all(math.isfinite(x) for x in v) or (name == "std" and min(v) <= 0):
+        raise UserError(f"data.{name} must be finite{' and > 0' if name == 'std' else ''}, "
+                        f"got {tuple(v)}")
     return tuple(v)
 
 

@@ -40,6 +40,8 @@ from jaxcnn.steps import (
     train_step,
 )
 
+MAX_STEPS = 2**31 - 1  # TrainState.step is int32
+
 __all__ = ["Job", "Result", "TrainState", "build", "evaluate", "fit", "train_and_evaluate",
            "train_step"]
 
@@ -121,6 +123,13 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
                         f"images of {data.name}: use a smaller batch")
     spe = steps_per_epoch(n_train, tc.batch_size, tc.drop_remainder)
+    if tc.epochs * spe > MAX_STEPS:
+        raise UserError(f"train.epochs={tc.epochs} x {spe} steps per epoch is more than the "
+                        f"{MAX_STEPS:,} optimizer steps a run can count: train fewer epochs")
+    side = min(data.image_shape[:2])
+    if config.data.crop_padding > side:
+        raise UserError(f"data.crop_padding={config.data.crop_padding} is larger than the "
+                        f"{side}-pixel images: use at most {side} (CIFAR recipes use 2-4)")
     # ---- model & optimizer
     key = jax.random.key(config.seed)
     if model is None:
@@ -145,7 +154,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes)
     # ---- shard & transfer: the state replicated on every device, the feed and the test set too
     state = jax.device_put(state, parallel.replicated(mesh))
-    eval_bs = eval_batch_size(config, mesh)
+    eval_bs = eval_batch_size(config, mesh, len(data.test_labels))
     evaluate_ = Evaluator(data.test_images, data.test_labels, steps, eval_bs, mesh)
     final = (Evaluator(data.test_images, data.test_labels,
                        steps._replace(tta_level=tc.tta_level), eval_bs, mesh)
@@ -373,6 +382,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                        progress: bool = True, log=print, stop_at_step: int | None = None
                        ) -> Result:
     """`build` then `fit`: train `config`, evaluate after every epoch, write into `workdir`."""
+    check_workdir(workdir)  # before the data is loaded
     job, state = build(config, dataset=dataset, model=model, devices=devices)
     return fit(job, state, workdir=workdir, progress=progress, log=log,
                stop_at_step=stop_at_step)
@@ -423,8 +433,21 @@ class _Saver:
             self.ckpts.close()
 
 
+def check_workdir(workdir: str | None) -> None:
+    """Refuse a workdir that is a file or lies below one (one line, before anything is done)."""
+    if not workdir:
+        return
+    path = os.path.abspath(workdir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is" if path == os.path.abspath(workdir) else f"lies below {path}, which is"
+        raise UserError(f"--workdir {workdir} {where} a file, not a directory: pass a directory")
+
+
 def _open_workdir(job: Job, state: TrainState, workdir: str | None):
     """Resume from the workdir's latest checkpoint (if any), then write config.json."""
+    check_workdir(workdir)
     saver = _Saver(job, workdir, job.key)
     pos = _Position()
     if saver.resumed_at is not None:
@@ -435,7 +458,11 @@ def _open_workdir(job: Job, state: TrainState, workdir: str | None):
         job.set_key(saver.key)
     if workdir:
         if parallel.is_main_process():
-            os.makedirs(workdir, exist_ok=True)
+            try:
+                os.makedirs(workdir, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create --workdir {workdir}: {e.strerror}: pass a "
+                                "directory this user can write") from None
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(job.config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
         saver.open(workdir)

@@ -3,6 +3,7 @@
 import gzip
 import json
 import pathlib
+import re
 
 import pytest
 from conftest import python
@@ -49,6 +50,11 @@ BAD = [
     ({}, "gpu", "--devices 'gpu' is not understood"),
     ({"data.name": "folder:/no/such/archive.tar.gz"}, "all", "/no/such/archive.tar.gz"),
     ({"model.dtype": "float16"}, "all", "model.dtype must be float32 or bfloat16"),
+    ({"optim.learning_rate": float("inf")}, "all", "learning_rate must be > 0 (a finite"),
+    ({"data.crop_padding": 1000}, "all", "crop_padding=1000 is larger than the 32-pixel images"),
+    ({"train.epochs": 10**12}, "all", "more than the 2,147,483,647 optimizer steps"),
+    ({"data.std": (0.5, 0.0, 0.5)}, "all", "data.std must be finite and > 0"),
+    ({"data.mean": (0.5, float("nan"), 0.5)}, "all", "data.mean must be finite"),
 ]
 
 
@@ -71,6 +77,63 @@ def test_bad_input_is_one_clear_line_before_anything_is_written(tmp_path, overri
     assert message in line and "\n" not in line
     assert sorted(p.name for p in workdir.iterdir()) == ["metrics.jsonl"]  # nothing written
     assert (workdir / "metrics.jsonl").read_text() == "earlier results\n"  # nothing lost
+
+
+# Numbers no run can use, refused by check_config before anything is built.
+BAD_NUMBERS = [
+    ("optim.eps", -1.0, "optim.eps must be >= 0 (a finite number), got -1.0"),
+    ("optim.b1", 2.0, "optim.b1 must be >= 0 and < 1"),
+    ("optim.b2", float("nan"), "optim.b2 must be >= 0 and < 1"),
+    ("optim.momentum", 1.0, "optim.momentum must be >= 0 and < 1"),
+    ("optim.warmup_epochs", -3.0, "optim.warmup_epochs must be >= 0"),
+    ("optim.warmup_epochs", float("nan"), "optim.warmup_epochs must be >= 0"),
+    ("optim.weight_decay", float("inf"), "optim.weight_decay must be >= 0"),
+    ("optim.bias_lr_scale", float("inf"), "optim.bias_lr_scale must be > 0"),
+    ("train.label_smoothing", 1.0, "train.label_smoothing must be >= 0 and < 1"),
+    ("finetune.backbone_lr_scale", -1.0, "finetune.backbone_lr_scale must be >= 0"),
+    ("seed", 99999999999999999999999, "seed must be an integer in [-2**63, 2**63)"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_NUMBERS,
+                         ids=[f"{f}={v}" for f, v, _ in BAD_NUMBERS])
+def test_numbers_no_run_can_use_are_refused(field, value, message):
+    from configs.digits_cnn import get_config
+    from jaxcnn.config import check_config
+    from jaxcnn.errors import UserError
+    config = get_config()
+    *group, name = field.split(".")
+    (config[group[0]] if group else config)[name] = value
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_config(config)
+
+
+def test_an_eval_batch_larger_than_the_test_set_is_cut_to_it():
+    import jax
+
+    from configs.digits_cnn import get_config
+    from jaxcnn import parallel
+    from jaxcnn.evaluation import eval_batch_size
+    config = get_config()
+    config.train.eval_batch_size = 100_000_000  # would be 286 GiB of padding
+    mesh = parallel.make_mesh(jax.devices()[:2])
+    assert eval_batch_size(config, mesh, 360) == 360
+    assert eval_batch_size(config, mesh, 361) == 362  # a multiple of the 2 devices
+    config.train.eval_batch_size = 100
+    assert eval_batch_size(config, mesh, 360) == 100
+
+
+def test_a_workdir_that_is_a_file_or_cannot_be_made_is_one_line(tmp_path):
+    from configs.digits_cnn import get_config
+    from jaxcnn import train_and_evaluate
+    from jaxcnn.errors import UserError
+    afile = tmp_path / "afile"
+    afile.write_text("kept\n")
+    with pytest.raises(UserError, match="afile is a file, not a directory"):
+        train_and_evaluate(get_config(), str(afile), progress=False)
+    with pytest.raises(UserError, match="lies below .*afile, which is a file"):
+        train_and_evaluate(get_config(), str(afile / "run"), progress=False)
+    assert afile.read_text() == "kept\n"
 
 
 def test_unknown_override_is_refused_before_flags_are_parsed():
