@@ -29,17 +29,14 @@ class RunLog:
                  schedule: Callable, resumed_at: int | None = None):
         self.every, self.schedule = every_steps, schedule
         self._t, self._t_step = time.perf_counter(), 0
-        self.jsonl = self.events = None
+        self.jsonl = self.events = self._path = None
         if workdir is None:
             return
         from tensorboardX import SummaryWriter
-        # A resumed run continues the history its checkpoint recorded: rewrite the file from it,
-        # dropping rows written after that checkpoint.
-        path = os.path.join(workdir, METRICS_FILE)
-        with open(path + ".tmp", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in history)
-        os.replace(path + ".tmp", path)
-        self.jsonl = open(path, "a")
+        # A resumed run continues the history its checkpoint recorded: the file is rewritten
+        # from it (dropping rows written after that checkpoint) with the first new epoch, not
+        # before, so a run that stops or fails before finishing an epoch leaves it as it was.
+        self._path, self._history = os.path.join(workdir, METRICS_FILE), list(history)
         # purge_step: TensorBoard hides what an earlier segment logged after the checkpoint this
         # one resumes from (a run killed between two checkpoints), so each step shows once.
         # The suffix: tensorboardX names files by the second and would overwrite a segment
@@ -71,10 +68,16 @@ class RunLog:
 
     def epoch(self, row: dict) -> None:
         """Append an epoch's row to metrics.jsonl and its numbers to the event file."""
-        if self.jsonl is None:
+        if self._path is None:
             return
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        if self.jsonl is None:  # the first epoch of this segment: history and row at once
+            with open(self._path + ".tmp", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in [*self._history, row])
+            os.replace(self._path + ".tmp", self._path)
+            self.jsonl = open(self._path, "a")
+        else:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
         for name, value in row.items():
             if name not in ("epoch", "step") and isinstance(value, (int, float)):
                 self.events.add_scalar(f"epoch/{name}", value, row["step"])
@@ -83,6 +86,7 @@ class RunLog:
     def close(self) -> None:
         if self.jsonl is not None:
             self.jsonl.close()
+        if self.events is not None:
             self.events.close()
 
 

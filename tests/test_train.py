@@ -214,3 +214,18 @@ def test_drop_remainder_false_is_refused_with_batchnorm():
     c.model.name = "resnet20"
     with pytest.raises(UserError, match="drop_remainder=false.*BatchNorm"):
         train_and_evaluate(c, None, dataset=small_digits(500), progress=False)
+
+
+def test_a_run_that_fails_in_its_first_epoch_leaves_metrics_jsonl_as_it_was(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test_accuracy": 0.5}\n')
+    c = _config()
+    c.optim.learning_rate, c.optim.name = 1e6, "sgd"  # diverges in epoch 1
+    with pytest.raises(UserError, match="diverged"):
+        train_and_evaluate(c, str(tmp_path), dataset=small_digits(512), progress=False,
+                           log=lambda *_: None)
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"epoch": 1, "test_accuracy": 0.5}\n'
+    # a run that finishes an epoch replaces the old rows with its own
+    r = train_and_evaluate(_config(epochs=1), str(tmp_path / "ok"), dataset=small_digits(512),
+                           progress=False, log=lambda *_: None)
+    rows = [json.loads(x) for x in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [json.loads(json.dumps(r.history[0]))]
