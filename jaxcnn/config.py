@@ -52,6 +52,12 @@ def default_config() -> ConfigDict:
     c.data.classes = ""  # keep only these classes (comma list of names or indices), relabelled
     #                      0..k-1 in that order; "" = all
     c.data.train_per_class = 0  # keep the first N training images of each class; 0 = all
+    # Untrusted folders and archives (folder:): files and images above these limits are refused
+    c.data.image_size = 0  # folder: resize every image to N x N; 0 = the most common size
+    c.data.max_file_bytes = 64 * 2**20  # per image file or archive member
+    c.data.max_image_pixels = 2**26  # per decoded image (width x height)
+    c.data.verify_sha256 = True  # a local CIFAR archive must be the official file; False for a
+    #                              re-packed copy (its pickles are still checked)
 
     c.optim = ConfigDict()
     c.optim.name = "adam"  # adam | adamw | sgd
@@ -85,6 +91,8 @@ def default_config() -> ConfigDict:
     #                        2 mirror + 1-pixel shifts (jaxcnn/tta.py); other epochs: none
     c.train.log_every_steps = 50  # TensorBoard: learning rate, running train loss and step time
     #                               every N steps (each point waits for the device); 0 = off
+    c.train.divergence_factor = 100.0  # stop when a logged train loss exceeds this x its running
+    #                                    mean (non-finite losses, parameters, metrics always stop)
 
     # Only with a workdir: <workdir>/checkpoints/<step>; a rerun with the same workdir resumes.
     c.checkpoint = ConfigDict()
@@ -94,6 +102,8 @@ def default_config() -> ConfigDict:
     c.checkpoint.best_metric = "test_accuracy"  # ... and the best by this epoch metric; "" = off
     c.checkpoint.best_mode = "max"  # max | min: what "best" means for best_metric
     c.checkpoint.async_save = True  # write in a background thread while training goes on
+    c.checkpoint.stop_timeout_s = 120.0  # after SIGTERM, a save still stuck this long is abandoned
+    #                                      (the process exits 1; earlier checkpoints are intact)
 
     # Start from a trained network: every layer but the head (the last linear layer, sized for
     # this data set's classes) and the BatchNorm statistics come from the checkpoint.
@@ -135,6 +145,7 @@ def check_config(config: ConfigDict) -> None:
                             "does not do; use --config.precision=bf16 for 16-bit compute")
     _check_numbers(config)
     _check_recipe_fields(config)
+    _check_data_limits(config.data)
     if config.data.on_device not in ("auto", "yes", "no"):
         raise UserError(f"data.on_device must be auto, yes or no, got {config.data.on_device!r}")
     if not isinstance(config.data.crop_padding, int) or config.data.crop_padding < 0:
@@ -175,6 +186,11 @@ NUMBERS = [
     ("optim.bias_lr_scale", 0.0, None, (False, True)),
     ("train.label_smoothing", 0.0, 1.0, (True, False)),
     ("finetune.backbone_lr_scale", 0.0, None, (True, True)),
+    ("train.divergence_factor", 1.0, None, (False, True)),
+    ("checkpoint.stop_timeout_s", 0.0, None, (False, True)),
+    ("data.max_file_bytes", 0, 2**40, (False, True)),
+    ("data.max_image_pixels", 0, 2**40, (False, True)),
+    ("data.image_size", 0, 2**16, (True, True)),
 ]
 SEED_RANGE = (-2**63, 2**63)  # what jax.random.key takes
 
@@ -194,6 +210,14 @@ def _check_numbers(config: ConfigDict) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not (
             SEED_RANGE[0] <= seed < SEED_RANGE[1]):
         raise UserError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
+
+
+def _check_data_limits(d: ConfigDict) -> None:
+    for name in ("image_size", "max_file_bytes", "max_image_pixels"):
+        if isinstance(d[name], bool) or not isinstance(d[name], int):
+            raise UserError(f"data.{name} must be an integer, got {d[name]!r}")
+    if not isinstance(d.verify_sha256, bool):
+        raise UserError(f"data.verify_sha256 must be true or false, got {d.verify_sha256!r}")
 
 
 def compute_dtype(config: ConfigDict) -> str:
