@@ -3,10 +3,13 @@
 A checkpoint is a directory with two items:
   state/  the TrainState pytree: step, params, BatchNorm statistics, optimizer state
   meta/   JSON: where the run stands (epoch, step in the epoch, the epoch's partial metric sums),
-          the root RNG key, the metrics history, and the model it belongs to
+          the root RNG key, the metrics history, the model it belongs to, and `checksums`: one
+          integer per array of state/ (see `checksums`), which `restore` and `load_arrays` check
 
 A run keeps its checkpoints in `<workdir>/checkpoints/<step>/`. Orbax writes each one into a
 temporary directory and renames it when complete, so a checkpoint is never visible half-written.
+Neither Orbax nor TensorStore notices changed bytes inside an array's compressed data (they decode
+to other numbers), hence the checksums.
 This uses `orbax.checkpoint.CheckpointManager` with `ocp.args`, the stable API of orbax-checkpoint
 0.12 (its v1 API is still under `orbax.checkpoint.experimental`).
 
@@ -20,12 +23,14 @@ import signal
 import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 from ml_collections import ConfigDict
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxcnn import parallel
 from jaxcnn.errors import UserError
 
 _HANDLERS = {"state": ocp.StandardCheckpointHandler, "meta": ocp.JsonCheckpointHandler}
@@ -36,15 +41,17 @@ _HANDLERS = {"state": ocp.StandardCheckpointHandler, "meta": ocp.JsonCheckpointH
 def save(path: str, state, meta: dict | None = None) -> None:
     """Write `state` (a pytree of arrays: a TrainState, `nnx.state(model)`) and `meta` to `path`.
 
-    Synchronous and atomic; refuses to overwrite an existing `path`.
+    Synchronous and atomic; refuses to overwrite an existing `path`. `meta` gains the arrays'
+    `checksums`.
     """
     path = os.path.abspath(path)
     if os.path.exists(path):
         raise UserError(f"{path} already exists: checkpoints are never overwritten, choose a "
                         "new path")
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
-        c.save(path, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta or {})))
+        c.save(path, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave(_with_checksums(meta or {}, state))))
 
 
 def restore(path: str, target) -> tuple:
@@ -53,10 +60,14 @@ def restore(path: str, target) -> tuple:
     `target` is a pytree of arrays or `jax.ShapeDtypeStruct`s; each restored array gets the
     target's sharding, so a checkpoint saved on 8 devices restores onto 1 and the other way
     round. Returns `(state, meta)`. A missing, unreadable or mismatched checkpoint raises a
-    UserError naming the first problem (for shapes: the parameter path and both shapes).
+    UserError naming the first problem (for shapes: the parameter path and both shapes), and so
+    does an array that differs from the checksum saved with it (checkpoints written before
+    checksums were recorded restore unchecked; an array restored into another dtype is not
+    checked, its bits changed by the cast).
     """
     path = resolve(path)
-    check_fits(shapes(path), _shapes_of(target), path)
+    saved = _flat(_metadata(path))
+    check_fits({k: tuple(v.shape) for k, v in saved.items()}, _shapes_of(target), path)
     abstract = jax.tree.map(_abstract, target)
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
@@ -64,11 +75,16 @@ def restore(path: str, target) -> tuple:
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - whatever Orbax or TensorStore raise on bad bytes
         raise _unreadable(path, e) from None
-    return out["state"], dict(out["meta"] or {})
+    meta = dict(out["meta"] or {})
+    cast = {k for k, x in _flat(target).items() if str(x.dtype) != str(saved[k].dtype)}
+    verify(path, out["state"], meta, skip=cast)
+    return out["state"], meta
 
 
 def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Every array of checkpoint `path` on the host, by path (`params/conv1/kernel`), and meta."""
+    """Every array of checkpoint `path` on the host, by path (`params/conv1/kernel`), and meta.
+
+    Checked against the checksums saved with them, as `restore` does."""
     path = resolve(path)
     tree = _metadata(path)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
@@ -79,7 +95,9 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict]:
                 meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001
         raise _unreadable(path, e) from None
-    return _flat(out["state"]), dict(out["meta"] or {})
+    arrays, meta = _flat(out["state"]), dict(out["meta"] or {})
+    verify(path, arrays, meta)
+    return arrays, meta
 
 
 def copy_into(model, arrays: dict[str, np.ndarray], where: str, *, skip: str = ""):
@@ -133,6 +151,89 @@ def latest_step(directory: str) -> int | None:
     steps = [int(n) for n in os.listdir(directory)
              if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
     return max(steps, default=None)
+
+
+# ---------------------------------------------------------------- checksums
+
+# Element i of an array weighs (2i + 1) x this (Knuth's multiplicative-hash constant), mod 2^32:
+# every weight is odd, so changing any one element changes the sum.
+_WEIGHT = 2654435761
+
+
+def checksums(state) -> dict[str, int]:
+    """One uint32 per array of `state` (a pytree of arrays), by path (`params/conv1/kernel`).
+
+    The sum over the array's elements i of `bits_i * (2i + 1) * 2654435761` mod 2^32, `bits_i`
+    the element's bit pattern as uint32 (8- and 16-bit types zero-extended, 64-bit types as two
+    halves, PRNG keys by their key data). One jitted program computes them where the arrays
+    live, sharded over devices or processes: wrapping integer sums are exact in any order, so
+    1 device and 8 give the same numbers, and a host copy gives those of its device original.
+    """
+    flat = _flat(state)
+    if not flat:
+        return {}
+    sums = _checksum_leaves([_host_words(x) for x in flat.values()])
+    return {k: int(v) for k, v in zip(flat, parallel.to_host(sums), strict=True)}
+
+
+def verify(path: str, state, meta: dict, *, skip=frozenset()) -> None:
+    """Refuse arrays of `state` that differ from the checksums in `meta` (but those in `skip`).
+
+    A meta without checksums (checkpoints written before they were recorded) passes unchecked.
+    """
+    saved = meta.get("checksums")
+    if saved is None:
+        return
+    now = checksums(state)
+    bad = [k for k, v in now.items()
+           if k not in skip and (not isinstance(saved, dict) or saved.get(k) != v)]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"checkpoint {path} is corrupt: {bad[0]} does not match the checksum "
+                        f"saved with it{more}: move it aside so that an earlier checkpoint is "
+                        "used, or start a new --workdir")
+
+
+def _with_checksums(meta: dict, state) -> dict:
+    return {**meta, "checksums": checksums(state)}
+
+
+def _host_words(x):
+    """A leaf as JAX may take it: 64-bit host arrays without jax_enable_x64 would be narrowed
+    on the way to the device, so they go as their uint32 halves (the device's bitcast order)."""
+    if isinstance(x, jax.Array):
+        return x
+    x = np.asarray(x)
+    if x.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        return np.ascontiguousarray(x).reshape(-1).view(np.uint32)
+    return x
+
+
+@jax.jit
+def _checksum_leaves(leaves: list) -> list[jax.Array]:
+    # Scalars: replicated wherever their array was sharded, so any process can read them.
+    return [_checksum(x) for x in leaves]
+
+
+def _checksum(x) -> jax.Array:
+    if x.size == 0:  # nothing to sum (and JAX cannot bitcast an empty explicitly sharded array)
+        return jnp.zeros((), jnp.uint32)
+    words = _words(x)
+    weights = (2 * jax.lax.iota(jnp.uint32, words.size) + 1) * jnp.uint32(_WEIGHT)
+    return jnp.sum(words * weights, dtype=jnp.uint32)  # uint32 arithmetic wraps: mod 2^32
+
+
+def _words(x) -> jax.Array:
+    """`x`'s bit patterns as a flat uint32 vector."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    bits = 8 * x.dtype.itemsize
+    if bits < 32:
+        return jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{bits}")).astype(
+            jnp.uint32).reshape(-1)
+    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)  # 64-bit: (..., 2) halves
 
 
 # ---------------------------------------------------------------- shapes and paths
@@ -230,16 +331,28 @@ class RunCheckpoints:
                                              item_handlers={k: h() for k, h in _HANDLERS.items()})
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> bool:
-        """Start saving `state` at `step`; False if that step is already saved."""
+        """Start saving `state` at `step`; False if that step is already saved. `meta` gains the
+        arrays' `checksums`, computed before this returns (the state may change after)."""
         if step in self.manager.all_steps():
             return False
         return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics,
-            force=True)
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave(_with_checksums(meta, state))), metrics=metrics, force=True)
 
     def reached_preemption(self, step: int) -> bool:
         """Multi-process runs: JAX's preemption sync point, the same step on every process."""
         return jax.process_count() > 1 and self.manager.reached_preemption(step)
+
+    def wait(self) -> None:
+        """Wait for the background save, raising its error if it failed."""
+        self.manager.wait_until_finished()
+
+    def check(self) -> None:
+        """Raise the error of a background save that has failed, without waiting for one in
+        progress (a finished save's error is held by Orbax's finalize thread until waited on:
+        `check_for_errors` alone does not see it)."""
+        if not self.manager.is_saving_in_progress():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         """Wait for the background save, then release the manager."""
@@ -250,15 +363,23 @@ class RunCheckpoints:
 # ---------------------------------------------------------------- preemption
 
 class StopSignals:
-    """While active, SIGTERM and SIGINT only set `received`; the loop stops at a step boundary.
+    """While active, SIGTERM and SIGINT only set `received`; the loop stops at a step boundary,
+    saves and returns.
+
+    Bounded: if the process is still running `timeout_s` after the signal (a save stuck on a
+    hung file system, a step that never ends), it exits with 128 + the signal and one line; a
+    second signal exits at once. The checkpoints already written are complete (Orbax renames a
+    checkpoint into place only when it is whole), so nothing is lost but the one in flight.
 
     Single process only: in a multi-process run JAX's preemption sync manager watches SIGTERM
-    and `RunCheckpoints.reached_preemption` agrees the step across processes.
+    and `RunCheckpoints.reached_preemption` agrees the step across processes; `deadline` then
+    bounds the save that follows.
     """
 
-    def __init__(self):
+    def __init__(self, timeout_s: float = 120.0):
         self.received: str | None = None
-        self._old = {}
+        self.timeout_s = timeout_s
+        self._old, self._timer = {}, None
 
     def __enter__(self):
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
@@ -268,9 +389,31 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         del frame
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.received:
+            _exit_now(name, f"a second {name} before the run could stop")
+        self.received = name
+        self.deadline(name)
+
+    def deadline(self, name: str) -> None:
+        """Exit `timeout_s` from now unless the run has stopped by then."""
+        if self._timer is None:
+            self._timer = threading.Timer(self.timeout_s, _exit_now, args=(
+                name, f"the run did not stop within checkpoint.stop_timeout_s={self.timeout_s:g}"
+                      " s (a save or a step still running)"))
+            self._timer.daemon = True
+            self._timer.start()
 
     def __exit__(self, *exc):
+        if self._timer is not None:
+            self._timer.cancel()
         for s, h in self._old.items():
             signal.signal(s, h)
         return False
+
+
+def _exit_now(name: str, why: str) -> None:
+    import sys
+    print(f"error: {name}: {why}; stopping without saving: the checkpoints already written "
+          "are intact", file=sys.stderr, flush=True)
+    os._exit(128 + signal.Signals[name].value)  # the main thread may be blocked in C++

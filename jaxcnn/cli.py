@@ -17,6 +17,8 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
     """
     argv = list(sys.argv if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:
+        sys.excepthook = _quiet_closed_loop(sys.excepthook)
     try:
         sys.exit(main(argv) or 0)
     except KeyboardInterrupt:
@@ -30,6 +32,16 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
             raise
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def _quiet_closed_loop(hook):
+    """Drop `RuntimeError: Event loop is closed`, which TensorStore's write callbacks print (one
+    traceback per array) after Orbax has closed the event loop of a save that failed: the run
+    reports that failure itself, in one line. Everything else goes to `hook`."""
+    def quiet(kind, value, tb):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            hook(kind, value, tb)
+    return quiet
 
 
 def _one_line(e: Exception) -> str | None:

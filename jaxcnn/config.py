@@ -91,6 +91,8 @@ def default_config() -> ConfigDict:
     #                        2 mirror + 1-pixel shifts (jaxcnn/tta.py); other epochs: none
     c.train.log_every_steps = 50  # TensorBoard: learning rate, running train loss and step time
     #                               every N steps (each point waits for the device); 0 = off
+    c.train.peer_timeout_s = 60.0  # several processes: a process silent this long is lost, and
+    #                                the others stop (exit 75) instead of hanging in a collective
     c.train.divergence_factor = 100.0  # stop when a logged train loss exceeds this x its running
     #                                    mean (non-finite losses, parameters, metrics always stop)
 
@@ -188,6 +190,7 @@ NUMBERS = [
     ("finetune.backbone_lr_scale", 0.0, None, (True, True)),
     ("train.divergence_factor", 1.0, None, (False, True)),
     ("checkpoint.stop_timeout_s", 0.0, None, (False, True)),
+    ("train.peer_timeout_s", 0.0, 86400.0, (False, True)),
     ("data.max_file_bytes", 0, 2**40, (False, True)),
     ("data.max_image_pixels", 0, 2**40, (False, True)),
     ("data.image_size", 0, 2**16, (True, True)),

@@ -10,7 +10,8 @@ writes two files into the output directory:
                     lowered for every platform in `platforms` (default cpu and cuda)
   model.json        what a caller needs around it: class names, image shape, input dtype,
                     mean/std (already applied inside; for reference), the JAX version that
-                    wrote it and the platforms it runs on
+                    wrote it, the platforms it runs on, and the artifact's sha256, which
+                    `serving.load` checks: the two files must come from one export
 
 `jaxcnn/serving.py` loads and runs it with only jax, numpy and Pillow. JAX guarantees that a
 serialized artifact can be deserialized and run by a JAX up to 6 months newer, or up to 3 weeks
@@ -18,6 +19,7 @@ older, than the JAX that exported it (docs/export/export.md, "Compatibility guar
 """
 
 import datetime
+import hashlib
 import json
 import os
 
@@ -71,9 +73,11 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
         raise UserError(f"cannot export for platforms {', '.join(platforms)}: "
                         f"{str(e).splitlines()[0]}") from None
     mean, std, _ = cfg.preprocess
+    blob = bytes(exported.serialize())
     meta = {
         "format": "jax.export",
         "artifact": ARTIFACT,
+        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
         "class_names": list(run.class_names),
         "image_shape": [h, w, c],
         "input_dtype": "uint8",
@@ -93,7 +97,7 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
         "step": run.meta.get("step"),
     }
     os.makedirs(out_dir, exist_ok=True)
-    _write(os.path.join(out_dir, ARTIFACT), bytes(exported.serialize()))
+    _write(os.path.join(out_dir, ARTIFACT), blob)
     _write(os.path.join(out_dir, METADATA), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
 

@@ -26,8 +26,7 @@ from PIL import Image
 
 from jaxcnn import checkpoint, models
 from jaxcnn.config import compute_dtype
-from jaxcnn.data import Dataset, load
-from jaxcnn.data.folder import _decode, to_rgb
+from jaxcnn.data import Dataset, images, load, load_options
 from jaxcnn.errors import UserError
 from jaxcnn.steps import StepConfig, forward, num_outputs, step_config
 
@@ -188,7 +187,7 @@ def run_dataset(run: Run, spec: str | None = None) -> Dataset:
     `data.train_per_class` as in training), or `spec`, keeping the run's classes by name.
     """
     c = run.config
-    data = load(spec or c.data.name, cache_dir=c.data.cache_dir or None)
+    data = load(spec or c.data.name, **load_options(c.data))
     if spec is None and (c.data.classes or c.data.train_per_class):
         data = data.subset(c.data.classes, c.data.train_per_class)
     where = f"data set {spec or c.data.name!r}"
@@ -210,23 +209,24 @@ def run_dataset(run: Run, spec: str | None = None) -> Dataset:
 
 # ---------------------------------------------------------------- images from files
 
-def prepare_images(paths_or_images, image_shape_HxWxC) -> np.ndarray:
-    """uint8 NxHxWxC from image files or Pillow images of any size and mode, converted as the
-    folder loader converts training images (RGB, then bilinear resize to HxW).
+def prepare_images(paths_or_images, image_shape_HxWxC, *,
+                   max_image_pixels: int = images.MAX_IMAGE_PIXELS) -> np.ndarray:
+    """uint8 NxHxWxC from image files or Pillow images of any size and mode, decoded by
+    `jaxcnn.data.images.decode` as training images are, then resized to HxW.
 
-    A missing or undecodable file is a UserError naming it.
+    RGB models get RGB, 1-channel models grey. A missing, undecodable or oversized
+    (`max_image_pixels`) file is a UserError naming it.
     """
     h, w, c = (int(d) for d in image_shape_HxWxC)
-    if c != 3:
-        raise UserError(f"the model takes {c}-channel images: only RGB (3-channel) models can "
-                        "read image files")
+    if c not in (1, 3):
+        raise UserError(f"the model takes {c}-channel images: only RGB (3-channel) and grey "
+                        "(1-channel) models can read image files")
     out_NxHxWxC = np.empty((len(paths_or_images), h, w, c), np.uint8)
     for i, item in enumerate(paths_or_images):
-        if isinstance(item, Image.Image):
-            out_NxHxWxC[i] = to_rgb(item, (w, h))
-            continue
-        path = os.fspath(item)
-        if not os.path.isfile(path):
-            raise UserError(f"image {path} does not exist or is not a file: check the path")
-        out_NxHxWxC[i] = _decode(path, path, (w, h))
+        # isfile is False for a FIFO, which would block the read forever.
+        if not isinstance(item, Image.Image) and not os.path.isfile(item):
+            raise UserError(f"image {os.fspath(item)} does not exist or is not a file: check "
+                            "the path")
+        out_NxHxWxC[i] = images.decode(item, (w, h), channels=c,
+                                       max_image_pixels=max_image_pixels)
     return out_NxHxWxC

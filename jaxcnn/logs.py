@@ -13,8 +13,6 @@ import os
 import time
 from collections.abc import Callable
 
-from jaxcnn import parallel
-
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -49,21 +47,17 @@ class RunLog:
         """The epoch's first step is `step + 1`: time steps from now, not from the evaluation."""
         self._t, self._t_step = time.perf_counter(), step
 
-    def step(self, step: int, acc: dict) -> None:
-        """Every `every_steps` steps: learning rate, the epoch's running train loss, step time.
-
-        Reading the on-device sums `acc` waits for step `step` to finish: one sync per point.
-        """
+    def step(self, step: int, loss: float) -> None:
+        """Every `every_steps` steps: learning rate, the epoch's running train `loss` (read from
+        the device after step `step`, so the time is complete), step time."""
         if self.events is None or not self.every or step % self.every:
             return
-        sums = parallel.to_host({k: acc[k] for k in ("loss", "count")})
         now = time.perf_counter()
         seconds = (now - self._t) / max(step - self._t_step, 1)
         self._t, self._t_step = now, step
         # the rate the update to step `step` used: optax counts updates from 0
         self.events.add_scalar("step/learning_rate", float(self.schedule(step - 1)), step)
-        self.events.add_scalar("step/train_loss",
-                               float(sums["loss"]) / max(float(sums["count"]), 1.0), step)
+        self.events.add_scalar("step/train_loss", loss, step)
         self.events.add_scalar("step/seconds", seconds, step)
 
     def epoch(self, row: dict) -> None:

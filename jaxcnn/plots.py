@@ -106,7 +106,7 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     Returns the paths written.
     """
     from jaxcnn import evaluation, inference
-    from jaxcnn.data import load
+    from jaxcnn.data import load, load_options
     metrics = os.path.join(workdir, logs.METRICS_FILE)
     if not os.path.isfile(metrics):
         raise UserError(f"{metrics} does not exist: give the workdir of a run that has finished "
@@ -117,7 +117,7 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     if model is None or config is None:
         run = inference.load_run(workdir)
         model, config = run.model, run.config
-    data = load(config.data.name, cache_dir=config.data.cache_dir or None)
+    data = load(config.data.name, **load_options(config.data))
     if config.data.classes or config.data.train_per_class:
         data = data.subset(config.data.classes, config.data.train_per_class)
     # the run's own evaluation (test-time augmentation included): the figures match its metrics

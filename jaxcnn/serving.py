@@ -14,9 +14,14 @@ artifact written by `scripts/export.py` (`model.jax_export` + `model.json`):
 JAX reads an artifact written by a JAX up to 6 months older, or up to 3 weeks newer, than
 itself (the jax.export compatibility guarantee); `model.json` records the exporting version.
 Deserializing needs the `flatbuffers` package, which jax.export imports for it.
+
+`decode_image` is the one image decoder of jaxcnn: training and predict use it too (through
+`jaxcnn.data.images`), so a model sees the same pixels from a file wherever it reads one.
 """
 
 import argparse
+import hashlib
+import io
 import json
 import os
 import sys
@@ -25,10 +30,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 from jax import export
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 ARTIFACT = "model.jax_export"
 METADATA = "model.json"
+MAX_IMAGE_PIXELS = 2**26  # per image (width x height), as jaxcnn's data.max_image_pixels
 
 
 class ServingError(Exception):
@@ -49,7 +55,12 @@ class Model(NamedTuple):
 
 
 def load(directory: str) -> Model:
-    """The exported model in `directory` (model.jax_export and model.json)."""
+    """The exported model in `directory` (model.jax_export and model.json).
+
+    The artifact must have the sha256 that model.json records (exports that predate it are not
+    checked) and outputs as wide as model.json's class list: a changed artifact, or a
+    model.json from another export, is refused rather than served.
+    """
     paths = [os.path.join(directory, n) for n in (ARTIFACT, METADATA)]
     for p in paths:
         if not os.path.isfile(p):
@@ -61,6 +72,7 @@ def load(directory: str) -> Model:
         raise ServingError(f"cannot read {paths[1]} ({e}): export the model again") from None
     with open(paths[0], "rb") as f:
         blob = bytearray(f.read())
+    _check_digest(blob, meta, *paths)
     try:
         exported = export.deserialize(blob)
     except Exception as e:  # noqa: BLE001 - flatbuffers and version errors alike
@@ -70,43 +82,160 @@ def load(directory: str) -> Model:
             f"jax {meta.get('jax_version', '?')} and this is jax {jax.__version__}; JAX reads "
             "artifacts up to 6 months older or 3 weeks newer than itself, so export it again "
             "with a JAX in that window") from None
+    _check_outputs(exported, meta, *paths)
     return Model(exported, meta)
 
 
-def prepare(paths_or_images, image_shape_HxWxC) -> np.ndarray:
-    """uint8 NxHxWxC from files or Pillow images of any size and mode, converted as training
-    images are: to RGB (grey repeated, alpha dropped, palettes expanded), then resized to HxW
-    with Pillow's bilinear filter (antialiased when shrinking).
+def _check_digest(blob: bytearray, meta: dict, artifact: str, metadata: str) -> None:
+    want = meta.get("artifact_sha256")
+    if want is None:  # written before exports recorded it
+        return
+    got = hashlib.sha256(blob).hexdigest()
+    if got != want:
+        raise ServingError(f"{artifact} does not match {metadata} (sha256 {got[:12]}..., "
+                           f"expected {str(want)[:12]}...): the files come from different "
+                           "exports or were changed; export the run again")
 
-    The same steps as jaxcnn.data.folder, repeated here so this file stands alone.
+
+def _check_outputs(exported: export.Exported, meta: dict, artifact: str, metadata: str) -> None:
+    """model.json's classes and image shape against the artifact's own output and input shapes."""
+    k, hwc = len(meta.get("class_names") or ()), tuple(meta.get("image_shape") or ())
+    widths = {int(a.shape[-1]) for a in exported.out_avals if a.shape}
+    inputs = {tuple(a.shape[1:]) for a in exported.in_avals}
+    if widths != {k} or inputs != {hwc}:
+        raise ServingError(f"{artifact} does not match {metadata}: the artifact takes "
+                           f"{_dims(inputs)} images and gives {_dims(widths)} classes, model.json "
+                           f"says {_dims({hwc})} and {k}: the files come from different exports; "
+                           "export the run again")
+
+
+def _dims(values: set) -> str:
+    return " or ".join(sorted("x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                              for v in values))
+
+
+def prepare(paths_or_images, image_shape_HxWxC, *,
+            max_image_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """uint8 NxHxWxC from files or Pillow images of any size and mode, converted by
+    `decode_image` exactly as training images are, then resized to HxW.
+
+    RGB models get RGB, 1-channel models grey. An image over `max_image_pixels` is refused.
     """
     h, w, c = (int(d) for d in image_shape_HxWxC)
-    if c != 3:
-        raise ServingError(f"the model takes {c}-channel images: only RGB models read files")
-    out_NxHxWxC = np.empty((len(paths_or_images), h, w, 3), np.uint8)
+    if c not in (1, 3):
+        raise ServingError(f"the model takes {c}-channel images: only RGB and grey models read "
+                           "files")
+    out_NxHxWxC = np.empty((len(paths_or_images), h, w, c), np.uint8)
     for i, item in enumerate(paths_or_images):
-        if isinstance(item, Image.Image):
-            out_NxHxWxC[i] = _to_rgb(item, (w, h))
-            continue
-        path = os.fspath(item)
-        if not os.path.isfile(path):
-            raise ServingError(f"image {path} does not exist or is not a file: check the path")
-        try:
-            with Image.open(path) as im:
-                im.load()  # decode now, so that a truncated file fails inside this try
-                out_NxHxWxC[i] = _to_rgb(im, (w, h))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ServingError(f"cannot decode image {path} ({e}): replace or remove the "
-                               "file") from None
+        if not isinstance(item, Image.Image) and not os.path.isfile(item):
+            raise ServingError(f"image {os.fspath(item)} does not exist or is not a file: check "
+                               "the path")
+        out_NxHxWxC[i] = decode_image(item, (w, h), channels=c, max_pixels=max_image_pixels,
+                                      limit_name="max_image_pixels of prepare()")
     return out_NxHxWxC
 
 
-def _to_rgb(im: Image.Image, size_WxH: tuple[int, int]) -> np.ndarray:
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    if im.size != tuple(size_WxH):
-        im = im.resize(tuple(size_WxH), Image.Resampling.BILINEAR)
-    return np.asarray(im)
+# ---------------------------------------------------------------- decoding one image
+# Training (jaxcnn.data.folder), jaxcnn.inference and serving all decode with this one
+# function, so a model sees the same pixels wherever an image comes from. It lives here
+# because this file must run copied alone; jaxcnn.data.images wraps it with jaxcnn's errors.
+
+# Orientations 5..8 turn the image by 90 degrees: the stored width is the upright height.
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def decode_image(source, size_WxH: tuple[int, int] | None = None, *, name: str | None = None,
+                 channels: int = 3, max_pixels: int = MAX_IMAGE_PIXELS,
+                 limit_name: str = "max_image_pixels") -> np.ndarray:
+    """uint8 HxWxC (C = `channels`: 3 for RGB, 1 for grey) from a path, bytes or Pillow image.
+
+    The steps, in order:
+    - the header's width x height is checked against `max_pixels` before any pixel is decoded;
+    - the EXIF orientation is applied, so a photo stored sideways comes out upright;
+    - 16-bit grey (modes I;16, I;16B, and I, whose values are taken to be 0..65535) becomes
+      round(v / 257), clipped to 0..255: 65535 -> 255, 32768 -> 128;
+    - float images (mode F) are taken to be 0..1 and become round(v * 255), clipped to 0..255,
+      NaN -> 0;
+    - then RGB (grey repeated, alpha dropped, palettes expanded) or grey (Pillow's luma), and
+      a resize to `size_WxH` with Pillow's bilinear filter (antialiased when shrinking).
+
+    An unreadable, truncated or oversized image raises ServingError naming `name` (default: the
+    path) and, for size, `limit_name`, the setting that raises the limit.
+    """
+    if name is None:
+        name = "image" if isinstance(source, (bytes, Image.Image)) else os.fspath(source)
+    if isinstance(source, Image.Image):  # the caller's image: read, never closed or changed
+        return _convert(source, size_WxH, name, channels, max_pixels, limit_name)
+    with open_image(source, name=name, max_pixels=max_pixels, limit_name=limit_name) as im:
+        return _convert(im, size_WxH, name, channels, max_pixels, limit_name)
+
+
+def open_image(source, *, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
+               limit_name: str = "max_image_pixels") -> Image.Image:
+    """The image at `source` (path or bytes), opened lazily: header read and size checked,
+    pixels not decoded yet. Close it (use `with`)."""
+    try:
+        im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as e:  # Pillow's own, lower limit: the same error
+        raise ServingError(f"image {name} is too large to decode ({e}): shrink it") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ServingError(f"cannot decode image {name} ({e}): replace or remove the "
+                           "file") from None
+    try:
+        _check_pixels(im, name, max_pixels, limit_name)
+    except ServingError:
+        im.close()
+        raise
+    return im
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """(W, H) of a lazily opened image once its EXIF orientation is applied, without decoding."""
+    # PNG's getexif decodes the whole image to look for an eXIf chunk after the pixels. Such
+    # files are rare, and callers only use this size to pick a common one, never to index.
+    if im.format == "PNG" and "exif" not in im.info:
+        return im.size
+    w, h = im.size
+    turned = im.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS
+    return (h, w) if turned else (w, h)
+
+
+def _check_pixels(im: Image.Image, name: str, max_pixels: int, limit_name: str) -> None:
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ServingError(f"image {name} is {w}x{h} = {w * h:,} pixels, more than the limit of "
+                           f"{max_pixels:,}: shrink it, or raise {limit_name}")
+
+
+def _convert(im: Image.Image, size_WxH, name: str, channels: int, max_pixels: int,
+             limit_name: str) -> np.ndarray:
+    _check_pixels(im, name, max_pixels, limit_name)  # before load(): nothing decoded yet
+    try:
+        im.load()  # decode now, so that a truncated file fails inside this try
+        if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else spare exif_transpose's copy
+            im = ImageOps.exif_transpose(im)
+        im = _to_8bit(im)
+        mode = "RGB" if channels == 3 else "L"
+        if im.mode != mode:
+            im = im.convert(mode)
+        if size_WxH is not None and im.size != tuple(size_WxH):
+            im = im.resize(tuple(size_WxH), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ServingError(f"cannot decode image {name} ({e}): replace or remove the "
+                           "file") from None
+    pixels = np.asarray(im)
+    return pixels if channels == 3 else pixels[..., None]
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and float grey rescaled to 8 bits; Pillow's own convert would clip them."""
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I: 0..65535
+        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray(((v + 128) // 257).astype(np.uint8))  # round(v / 257)
+    if im.mode == "F":  # 0..1
+        v = np.nan_to_num(np.asarray(im, np.float64), nan=0.0)
+        return Image.fromarray(np.clip(np.rint(v * 255), 0, 255).astype(np.uint8))
+    return im
 
 
 def classify(model: Model, images_NxHxWxC: np.ndarray, *, batch_size: int = 256) -> dict:

@@ -10,7 +10,9 @@ events, checkpoints). The pure step functions are in `jaxcnn/steps.py`, the inpu
 `jaxcnn/feeds.py`, the evaluation in `jaxcnn/evaluation.py`.
 """
 
+import contextlib
 import dataclasses
+import errno
 import os
 import time
 from typing import NamedTuple
@@ -22,9 +24,9 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint, finetune, logs, models, parallel, summary
+from jaxcnn import checkpoint, divergence, finetune, logs, models, ownership, parallel, summary
 from jaxcnn.config import check_config, compute_dtype
-from jaxcnn.data import Dataset, load
+from jaxcnn.data import Dataset, load, load_options
 from jaxcnn.data.pipeline import normalize, steps_per_epoch
 from jaxcnn.errors import UserError
 from jaxcnn.evaluation import Evaluator, eval_batch_size, evaluate
@@ -115,7 +117,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     parallel.check_batch_size(tc.batch_size, mesh)
     # ---- input
     data = dataset if dataset is not None else load(config.data.name,
-                                                    cache_dir=config.data.cache_dir or None)
+                                                    **load_options(config.data))
     if config.data.classes or config.data.train_per_class:
         data = data.subset(config.data.classes, config.data.train_per_class)
     n_train = len(data.train_labels)
@@ -241,6 +243,7 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     state, pos, saver = _open_workdir(job, state, workdir)
     runlog = logs.RunLog(workdir if main else None, pos.history, tc.log_every_steps,
                          job.schedule, saver.resumed_at)
+    watch = saver.watch
     _announce(job, pos, saver, log)
     # ---- compile before the clock starts: the run's time, like airbench's, leaves it out
     compile_seconds = job.compile_seconds
@@ -252,7 +255,8 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     # ---- loop
     history, stopped, done = list(pos.history), None, pos.epoch * spe + pos.step_in_epoch
     try:
-        with checkpoint.StopSignals() as signals:
+        with checkpoint.StopSignals(job.config.checkpoint.stop_timeout_s) as signals, \
+                parallel.PeerWatch(tc.peer_timeout_s, saver.directory):
             for epoch in range(pos.epoch, tc.epochs):
                 first = pos.step_in_epoch if epoch == pos.epoch else 0
                 sums = pos.sums if first else initial_train_sums()
@@ -263,10 +267,10 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
                 if i < spe:  # stopped mid-epoch, and saved
                     break
                 train = _sums_to_host(sums)
-                if train["first_bad"] >= 0 or not np.isfinite(train["loss"]):
-                    _diverged(train["first_bad"], spe, saver.directory)
+                watch.train(train, done)
                 clock["train"] += seconds
                 row = _evaluate_epoch(job, state, epoch, train, seconds, spe - first, clock)
+                watch.metrics({k: row[k] for k in ("test_loss", "test_accuracy")}, epoch)
                 history.append(row)
                 runlog.epoch(row)
                 log(_epoch_line(row, tc.epochs))
@@ -303,12 +307,18 @@ def _train_epoch(job: Job, state, sums, epoch: int, first: int, saver, runlog, s
         n = call_length(i, job.feed.per_call, spe, epoch * spe, (every, tc.log_every_steps),
                         stop_at_step)
         state, sums = job.advance(state, sums, epoch, i, n)
+        saver.check()
         i += n
         bar.update(n)
         done = epoch * spe + i
-        runlog.step(done, sums)
+        if tc.log_every_steps and done % tc.log_every_steps == 0:
+            host = _sums_to_host(sums)  # waits for the step: one sync per log point
+            saver.watch.train(host, done)
+            runlog.step(done, host["loss"])
         stopped = (signals.received or ("stop_at_step" if done == stop_at_step else None)
                    or ("SIGTERM" if saver.reached_preemption(done) else None))
+        if stopped:
+            signals.deadline(stopped)  # the save that follows must not hang the run
         if i < spe and (stopped or (every and done % every == 0)):
             saver.save(state, done, epoch, i, sums, history)
         if stopped:
@@ -397,7 +407,11 @@ class _Saver:
         self.job, self.key = job, key
         self.directory = os.path.join(workdir, "checkpoints") if workdir else None
         self.resumed_at = checkpoint.latest_step(self.directory) if workdir else None
-        self.ckpts = None
+        self.watch = divergence.Watch(job.config.train.divergence_factor, job.steps_per_epoch,
+                                      self.directory)
+        self.identity = ownership.run_identity(job.config, job.data) if workdir else None
+        self.ckpts = self.lock = self.pending = None
+        self.failed = False
 
     def open(self, workdir: str) -> None:
         self.ckpts = checkpoint.RunCheckpoints(workdir, self.job.config.checkpoint)
@@ -412,12 +426,12 @@ class _Saver:
 
     def save(self, state, done: int, epoch: int, step_in_epoch: int, sums, history,
              row: dict | None = None) -> None:
-        """Save after `done` steps, unless the loss has gone non-finite (then stop, loudly)."""
-        host = _sums_to_host(sums)
-        if host["first_bad"] >= 0:
-            _diverged(host["first_bad"], self.job.steps_per_epoch, self.directory)
+        """Save after `done` steps, unless the run has diverged (then stop, loudly): every
+        checkpoint on disk holds a finite state."""
+        self.watch.train(_sums_to_host(sums), done)
         if self.ckpts is None:
             return
+        self.watch.state(state, done)
         data, tc = self.job.data, self.job.config.train
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": done,
                 "steps_per_epoch": self.job.steps_per_epoch, "batch_size": tc.batch_size,
@@ -425,12 +439,45 @@ class _Saver:
                         if k != "first_bad"},
                 "history": history, "rng": jax.random.key_data(self.key).tolist(),
                 "model": self.job.config.model.name, "num_classes": data.num_classes,
-                "class_names": list(data.class_names), "image_shape": list(data.image_shape)}
-        self.ckpts.save(done, state, meta, metrics=row)
+                "class_names": list(data.class_names), "image_shape": list(data.image_shape),
+                "identity": self.identity}
+        if self.pending is not None:  # a failure of the previous save is named as its own
+            with self._writing(self.pending):
+                self.ckpts.wait()
+        with self._writing(done):
+            self.ckpts.save(done, state, meta, metrics=row)
+        self.pending = done
+
+    def check(self) -> None:
+        """Raise now if a background save has failed (disk full, workdir gone), not at the next
+        save: training on without checkpoints would be lost work."""
+        if self.ckpts and self.pending is not None:
+            with self._writing(self.pending):
+                self.ckpts.check()
+
+    @contextlib.contextmanager
+    def _writing(self, step: int):
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - OSError, or TensorStore's errors from C++
+            self.failed = True
+            last = checkpoint.latest_step(self.directory)
+            raise UserError(f"saving checkpoint {step} in {self.directory} failed "
+                            f"({_first_line(e)}): the checkpoints already there are intact "
+                            f"(latest: {last}); free disk space or fix the workdir, then rerun "
+                            "the same command to resume") from None
 
     def close(self) -> None:
-        if self.ckpts:
-            self.ckpts.close()
+        """Wait for the save in flight (unless one failed), then give up the workdir."""
+        try:
+            if self.ckpts and not self.failed:
+                with self._writing(self.pending):
+                    self.ckpts.close()
+        finally:
+            if self.lock:
+                self.lock.release()
 
 
 def check_workdir(workdir: str | None) -> None:
@@ -446,25 +493,45 @@ def check_workdir(workdir: str | None) -> None:
 
 
 def _open_workdir(job: Job, state: TrainState, workdir: str | None):
-    """Resume from the workdir's latest checkpoint (if any), then write config.json."""
-    check_workdir(workdir)
+    """Own the workdir (lock; every process sees it), resume from its latest checkpoint if it
+    is this same run's, then write config.json: nothing there changes before every check."""
     saver = _Saver(job, workdir, job.key)
+    if workdir:
+        saver.lock = _own(workdir)
+    try:
+        return _resume(job, state, workdir, saver)
+    except BaseException:
+        saver.close()
+        raise
+
+
+def _own(workdir: str) -> ownership.WorkdirLock | None:
+    check_workdir(workdir)
+    if parallel.is_main_process():
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create --workdir {workdir}: {e.strerror}: pass a "
+                            "directory this user can write") from None
+    ownership.check_shared(workdir)
+    return ownership.WorkdirLock(workdir).acquire() if parallel.is_main_process() else None
+
+
+def _resume(job: Job, state: TrainState, workdir: str | None, saver: "_Saver"):
     pos = _Position()
+    # the latest step again: another run may have saved since `_Saver` looked, before the lock
+    saver.resumed_at = checkpoint.latest_step(saver.directory) if workdir else None
     if saver.resumed_at is not None:
         ckpt = os.path.join(saver.directory, str(saver.resumed_at))
         state, meta = checkpoint.restore(ckpt, state)
+        ownership.check_same_run(meta.get("identity"), saver.identity, ckpt)
         pos = _position(meta, saver.resumed_at, job, saver.directory)
         saver.key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
         job.set_key(saver.key)
     if workdir:
         if parallel.is_main_process():
-            try:
-                os.makedirs(workdir, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot create --workdir {workdir}: {e.strerror}: pass a "
-                                "directory this user can write") from None
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(job.config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+            ownership.write_atomic(os.path.join(workdir, "config.json"), job.config
+                                   .to_json_best_effort(indent=2, sort_keys=True) + "\n")
         saver.open(workdir)
     return state, pos, saver
 
@@ -484,17 +551,20 @@ def _position(meta: dict, step: int, job: Job, ckpt_dir: str) -> _Position:
     return _Position(meta["epoch"], meta["step_in_epoch"], sums, list(meta["history"]))
 
 
-def _diverged(first_bad: int, steps_per_epoch: int, ckpt_dir: str | None):
-    last = checkpoint.latest_step(ckpt_dir) if ckpt_dir else None
-    good = (f"the last good checkpoint, {ckpt_dir}/{last}, is where a rerun resumes"
-            if last is not None else "no checkpoint was saved")
-    where = (f"step {first_bad} (epoch {(first_bad - 1) // steps_per_epoch + 1})"
-             if first_bad >= 0 else "the last epoch")
-    raise UserError(f"training diverged: the loss is not finite at {where}; {good}; lower "
-                    "optim.learning_rate or add warmup")
-
-
 # ---------------------------------------------------------------- what a run prints
+
+# What a failed write says in the end, under the layers of TensorStore's and Orbax's messages.
+_OS_REASONS = [os.strerror(n) for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                                         errno.EACCES, errno.EIO, errno.ENOENT)]
+
+
+def _first_line(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    reason = next((r for r in _OS_REASONS if r in text), None)
+    if reason:
+        return f"{reason}: {text[:120]}..."
+    return text if len(text) <= 300 else text[:297] + "..."
+
 
 def _sums_to_host(sums: dict) -> dict:
     host = parallel.to_host(sums)

@@ -49,7 +49,7 @@ from flax import nnx  # noqa: E402
 
 from jaxcnn import models, parallel, train  # noqa: E402
 from jaxcnn.config import default_config  # noqa: E402
-from jaxcnn.data import Dataset, load  # noqa: E402
+from jaxcnn.data import Dataset, load, load_options  # noqa: E402
 from jaxcnn.inference import forward_config  # noqa: E402
 from jaxcnn.steps import forward, initial_train_sums  # noqa: E402
 
@@ -544,7 +544,7 @@ def measure_airbench(data: str, epochs: int | None, seeds: int) -> list[dict]:
     compilation excluded and reported apart)."""
     import importlib
     module = importlib.import_module("configs.cifar10_airbench")
-    dataset = load(data)
+    dataset = load(data, **load_options(module.get_config().data))
     out = []
     for seed in range(seeds):
         config = module.get_config()

@@ -35,12 +35,17 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
 
     from absl import logging
-    logging.set_verbosity(logging.ERROR)  # Orbax's warnings are not for users: errors say it all
+    # Orbax logs its warnings and errors (with tracebacks, from its threads); they are not for
+    # users: a failure reaches the run as an exception, and the run says it in one line.
+    logging.set_verbosity(logging.FATAL)
 
     from jaxcnn import parallel
+    from jaxcnn.config import check_config
     from jaxcnn.train import train_and_evaluate
+    check_config(config)  # before the distributed runtime starts with its fields
     how = parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes,
-                                          FLAGS.process_id)
+                                          FLAGS.process_id,
+                                          peer_timeout_s=config.train.peer_timeout_s)
     if parallel.is_main_process():
         print(f"jaxcnn: {how}")
     config_name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0]

@@ -106,7 +106,9 @@ def _check_cifar10(ds: Dataset) -> None:
 
 
 def test_cifar10_local_archive_is_converted_to_nhwc(cifar10_archive, tmp_path):
-    _check_cifar10(load(f"cifar10:{cifar10_archive}", cache_dir=tmp_path / "cache"))
+    # A fabricated archive is not the official file: only verify_sha256=False reads it.
+    _check_cifar10(load(f"cifar10:{cifar10_archive}", cache_dir=tmp_path / "cache",
+                        verify_sha256=False))
 
 
 def test_cifar10_extracted_folder_or_its_parent(tmp_path):
@@ -129,7 +131,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
         "cifar-100-python/meta": _py2_pickle({b"fine_label_names": [n.encode() for n in names],
                                               b"coarse_label_names": [b"x"] * 20}),
     })
-    ds = load(f"cifar100:{archive}", cache_dir=tmp_path / "cache")
+    ds = load(f"cifar100:{archive}", cache_dir=tmp_path / "cache", verify_sha256=False)
     assert ds.num_classes == 100 and ds.class_names[42] == "class42"
     assert ds.train_labels.tolist() == fine and ds.test_labels.tolist() == fine[:2]
     assert ds.train_images[0, 1, 2].tolist() == [200, 20, 30]
@@ -191,24 +193,24 @@ def test_cifar10_failed_download_names_url_and_the_local_option(monkeypatch, tmp
 
 
 def test_cifar_bad_copies(cifar10_archive, tmp_path):
-    c = tmp_path / "cache"
+    opts = dict(cache_dir=tmp_path / "cache", verify_sha256=False)  # a re-packed copy's checks
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(cifar10_archive.read_bytes()[:-200])
     with pytest.raises(UserError, match="corrupt, truncated"):
-        load(f"cifar10:{truncated}", cache_dir=c)
+        load(f"cifar10:{truncated}", **opts)
     members = _cifar10_members()[0]
     del members["cifar-10-batches-py/data_batch_3"]
     with pytest.raises(UserError, match="lacks cifar-10-batches-py/data_batch_3"):
-        load(f"cifar10:{_tar_gz(tmp_path / 'partial.tar.gz', members)}", cache_dir=c)
+        load(f"cifar10:{_tar_gz(tmp_path / 'partial.tar.gz', members)}", **opts)
     members["cifar-10-batches-py/data_batch_3"] = b"not a pickle"
     with pytest.raises(UserError, match="cannot unpickle data_batch_3"):
-        load(f"cifar10:{_tar_gz(tmp_path / 'garbage.tar.gz', members)}", cache_dir=c)
+        load(f"cifar10:{_tar_gz(tmp_path / 'garbage.tar.gz', members)}", **opts)
     # A pickle that would run a command on load is refused, not executed.
     members["cifar-10-batches-py/data_batch_3"] = b"cos\nsystem\n(S'touch pwned'\ntR."
     with pytest.raises(UserError, match="refusing os.system"):
-        load(f"cifar10:{_tar_gz(tmp_path / 'evil.tar.gz', members)}", cache_dir=c)
+        load(f"cifar10:{_tar_gz(tmp_path / 'evil.tar.gz', members)}", **opts)
     with pytest.raises(UserError, match="does not exist"):
-        load(f"cifar10:{tmp_path / 'nope.tar.gz'}", cache_dir=c)
+        load(f"cifar10:{tmp_path / 'nope.tar.gz'}", **opts)
 
 
 # --- Image folders --------------------------------------------------------------------------

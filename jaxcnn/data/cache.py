@@ -22,7 +22,8 @@ from jaxcnn.data.dataset import Dataset
 from jaxcnn.errors import UserError
 
 # Bump when a reader's output changes (e.g. a new resize rule), so old arrays are rebuilt.
-FORMAT_VERSION = 1
+# 2: folders take the most common image size, and decode EXIF, 16-bit and float images.
+FORMAT_VERSION = 2
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
@@ -39,13 +40,21 @@ def fingerprint(path: str | os.PathLike) -> str:
         for root, dirs, files in os.walk(path):
             dirs.sort()  # os.walk visits in the order of `dirs`: sort it for a stable key
             for name in sorted(files):
-                st = os.stat(os.path.join(root, name))
+                st = _stat(os.path.join(root, name))
                 rel = os.path.relpath(os.path.join(root, name), path)
                 digest.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     else:
         st = os.stat(path)
         digest.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
+
+
+def _stat(path: str) -> os.stat_result:
+    """A symlink's target, so that editing the target rebuilds; a dangling one's own entry."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.lstat(path)
 
 
 def cached(root: pathlib.Path, kind: str, source: str | os.PathLike,

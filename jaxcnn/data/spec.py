@@ -3,7 +3,9 @@
 import os
 import re
 
-from jaxcnn.data import cache, cifar, folder, tfds_source, toy
+from ml_collections import ConfigDict
+
+from jaxcnn.data import cache, cifar, folder, images, tfds_source, toy
 from jaxcnn.data.dataset import Dataset
 from jaxcnn.errors import UserError
 
@@ -12,8 +14,9 @@ KNOWN = "cifar10, cifar100, digits, synthetic, folder:<path> or tfds:<name>"
 _TFDS_SPEC = re.compile(r"(?P<name>[^:]+(?::\d+\.[\d*]+\.[\d*]+)?)(?::(?P<data_dir>.+))?")
 
 
-def load(spec: str, *, cache_dir: str | os.PathLike | None = None,
-         download: bool = True) -> Dataset:
+def load(spec: str, *, cache_dir: str | os.PathLike | None = None, download: bool = True,
+         image_size: int = 0, max_file_bytes: int = folder.MAX_FILE_BYTES,
+         max_image_pixels: int = images.MAX_IMAGE_PIXELS, verify_sha256: bool = True) -> Dataset:
     """The data set named by `spec`, checked with `Dataset.validate()`.
 
     Specs:
@@ -28,6 +31,11 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None,
 
     `cache_dir` (default $JAXCNN_DATA_DIR or ~/.cache/jaxcnn) holds downloads and decoded
     arrays; `download=False` forbids network access. Bad specs and bad data raise `UserError`.
+
+    For folder: `image_size` N > 0 resizes every image to N x N (0: the most common size), and
+    a file over `max_file_bytes` or an image over `max_image_pixels` is refused. For a local
+    CIFAR archive, `verify_sha256=False` accepts a copy that is not the official file.
+    `load_options(config.data)` gives all of these from a config.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"data set spec {spec!r} is empty: use {KNOWN}")
@@ -37,11 +45,13 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None,
                         f"(e.g. {kind}:<path>) or drop the ':'")
     root = cache.cache_dir(cache_dir)
     if kind in cifar.ARCHIVES:
-        dataset = cifar.load_cifar(kind, arg or None, root, download)
+        dataset = cifar.load_cifar(kind, arg or None, root, download, verify_sha256)
     elif kind == "folder":
         if not arg:
             raise UserError(f"data set spec {spec!r} lacks a path: use folder:<path>")
-        dataset = folder.load_folder(arg, root)
+        dataset = folder.load_folder(arg, root, image_size=image_size,
+                                     max_file_bytes=max_file_bytes,
+                                     max_image_pixels=max_image_pixels)
     elif kind == "tfds":
         match = _TFDS_SPEC.fullmatch(arg)
         if not match:
@@ -58,6 +68,14 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None,
     else:
         raise UserError(f"data set {spec!r} is unknown: use {KNOWN}")
     return dataset.validate()
+
+
+def load_options(data_config: ConfigDict) -> dict:
+    """`load`'s keyword arguments from a `config.data`: `load(d.name, **load_options(d))`."""
+    d = data_config
+    return {"cache_dir": d.cache_dir or None, "image_size": d.image_size,
+            "max_file_bytes": d.max_file_bytes, "max_image_pixels": d.max_image_pixels,
+            "verify_sha256": d.verify_sha256}
 
 
 def _synthetic_sizes(spec: str, arg: str) -> tuple[int, ...]:
