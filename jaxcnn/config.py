@@ -148,6 +148,11 @@ def check_config(config: ConfigDict) -> None:
     _check_numbers(config)
     _check_recipe_fields(config)
     _check_data_limits(config.data)
+    w = config.model.airbench.widths
+    if not (isinstance(w, (tuple, list)) and len(w) == 3
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 2**16 for x in w)):
+        raise UserError(f"model.airbench.widths must be three channel counts in 1..65536, got "
+                        f"{w!r}")
     if config.data.on_device not in ("auto", "yes", "no"):
         raise UserError(f"data.on_device must be auto, yes or no, got {config.data.on_device!r}")
     if not isinstance(config.data.crop_padding, int) or config.data.crop_padding < 0:
@@ -194,25 +199,32 @@ NUMBERS = [
     ("data.max_file_bytes", 0, 2**40, (False, True)),
     ("data.max_image_pixels", 0, 2**40, (False, True)),
     ("data.image_size", 0, 2**16, (True, True)),
+    ("model.airbench.bn_momentum", 0.0, 1.0, (True, True)),
+    ("model.airbench.logit_scale", 0.0, None, (False, True)),
 ]
 SEED_RANGE = (-2**63, 2**63)  # what jax.random.key takes
 
 
 def _check_numbers(config: ConfigDict) -> None:
     for field, lo, hi, (lo_ok, hi_ok) in NUMBERS:
-        group, name = field.split(".")
-        v = config[group][name]
+        v = config
+        for part in field.split("."):
+            v = v[part]
         ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
               and (v >= lo if lo_ok else v > lo)
               and (hi is None or (v <= hi if hi_ok else v < hi)))
         if not ok:
-            low = f"{'>=' if lo_ok else '>'} {lo:g}"
-            bounds = low if hi is None else f"{low} and {'<=' if hi_ok else '<'} {hi:g}"
+            low = f"{'>=' if lo_ok else '>'} {_number(lo)}"
+            bounds = low if hi is None else f"{low} and {'<=' if hi_ok else '<'} {_number(hi)}"
             raise UserError(f"{field} must be {bounds} (a finite number), got {v!r}")
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not (
             SEED_RANGE[0] <= seed < SEED_RANGE[1]):
         raise UserError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}")
+
+
+def _number(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 def _check_data_limits(d: ConfigDict) -> None:

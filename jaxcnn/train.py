@@ -545,10 +545,18 @@ def _position(meta: dict, step: int, job: Job, ckpt_dir: str) -> _Position:
                         f"{meta.get('steps_per_epoch')} steps per epoch, this one has "
                         f"{batch_size} and {spe}: resume with the same data and batch "
                         "size, or use a new --workdir")
-    sums = {k: np.float32(v) for k, v in meta["acc"].items()}
+    try:
+        sums = {k: np.float32(meta["acc"][k]) for k in ("loss", "correct", "count")}
+        epoch, i, history = int(meta["epoch"]), int(meta["step_in_epoch"]), list(meta["history"])
+        consistent = epoch * spe + i == step and 0 <= i < spe and len(history) == epoch
+    except (KeyError, TypeError, ValueError):
+        consistent = False
+    if not consistent:
+        raise UserError(f"the checkpoint {ckpt_dir}/{step} has a meta/ record that does not "
+                        f"describe step {step} (epoch, step in the epoch and history disagree): "
+                        "move it aside to resume from an earlier one, or start a new --workdir")
     sums["first_bad"] = np.int32(-1)
-    assert meta["epoch"] * spe + meta["step_in_epoch"] == step, (meta, step)
-    return _Position(meta["epoch"], meta["step_in_epoch"], sums, list(meta["history"]))
+    return _Position(epoch, i, sums, history)
 
 
 # ---------------------------------------------------------------- what a run prints

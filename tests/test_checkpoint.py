@@ -228,6 +228,22 @@ def test_a_checkpoint_that_does_not_fit_names_the_parameter_and_both_shapes(trai
     assert snapshot(wd) == before
 
 
+def test_a_checkpoint_whose_meta_contradicts_its_step_is_refused(trained, tmp_path):
+    import shutil
+    wd = tmp_path / "copy"
+    shutil.copytree(trained, wd)
+    meta_file = wd / "checkpoints" / "16" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["step_in_epoch"] = 3  # valid JSON, but epoch 2 step 3 is not step 16
+    meta_file.write_text(json.dumps(meta))
+    before = snapshot(wd)
+    with pytest.raises(UserError, match=r"checkpoint .*/checkpoints/16 has a meta/ record that "
+                                        r"does not describe step 16 .*move it aside"):
+        train_and_evaluate(config(epochs=3), str(wd), dataset=small_digits(),
+                           model=small_cnn(), **QUIET)
+    assert snapshot(wd) == before
+
+
 CLI_BAD = [
     (["--init-from", "/no/such/run"], "no checkpoint at /no/such/run"),
     (["--config.finetune.init_from={ckpt}", "--config.model.name=resnet20"],

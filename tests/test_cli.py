@@ -92,6 +92,15 @@ BAD_NUMBERS = [
     ("train.label_smoothing", 1.0, "train.label_smoothing must be >= 0 and < 1"),
     ("finetune.backbone_lr_scale", -1.0, "finetune.backbone_lr_scale must be >= 0"),
     ("seed", 99999999999999999999999, "seed must be an integer in [-2**63, 2**63)"),
+    ("train.divergence_factor", 1.0, "train.divergence_factor must be > 1"),
+    ("train.peer_timeout_s", float("nan"), "train.peer_timeout_s must be > 0 and <= 86400"),
+    ("checkpoint.stop_timeout_s", 0.0, "checkpoint.stop_timeout_s must be > 0"),
+    ("data.max_file_bytes", 0, "data.max_file_bytes must be > 0 and <= 1,099,511,627,776"),
+    ("data.image_size", -1, "data.image_size must be >= 0 and <= 65,536"),
+    ("model.airbench.bn_momentum", float("nan"), "model.airbench.bn_momentum must be >= 0 and "
+                                                 "<= 1"),
+    ("model.airbench.logit_scale", 0.0, "model.airbench.logit_scale must be > 0"),
+    ("model.airbench.widths", (64, 0, 256), "model.airbench.widths must be three channel counts"),
 ]
 
 
@@ -103,7 +112,10 @@ def test_numbers_no_run_can_use_are_refused(field, value, message):
     from jaxcnn.errors import UserError
     config = get_config()
     *group, name = field.split(".")
-    (config[group[0]] if group else config)[name] = value
+    parent = config
+    for g in group:
+        parent = parent[g]
+    parent[name] = value
     with pytest.raises(UserError, match=re.escape(message)):
         check_config(config)
 

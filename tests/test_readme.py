@@ -24,3 +24,18 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
 
 def test_readme_has_no_unfilled_placeholders():
     assert not re.findall(r"\{\{\w+\}\}", README), "README has unfilled {{...}} placeholders"
+
+
+def test_every_test_the_fault_table_names_exists():
+    table = README.split("## Faults:", 1)[1].split("\n## ", 1)[0]
+    named = 0
+    for cell in re.findall(r"^\|.*\| (`test_.*)\|$", table, re.M):
+        file = None
+        for ref in re.findall(r"`([^`]+)`", cell):
+            path, sep, name = ref.partition("::")  # `file::test`, `::test` (same file), `file`
+            file = path or file
+            if sep:
+                source = (REPO / "tests" / file).read_text()
+                assert re.search(rf"^def {re.escape(name)}\(", source, re.M), ref
+                named += 1
+    assert named >= 20

@@ -78,8 +78,9 @@ def load_cifar(name: str, path: str | None, root: pathlib.Path, allow_download: 
         if not local.exists():
             raise UserError(f"{name} copy {local} does not exist: check the path, or use "
                             f"{name} alone to download it")
-        if verify_sha256 and local.is_file():
-            _check_official(archive, local)
+    # a file already in downloads/ was verified when downloaded, but may have been put there
+    if verify_sha256 and local.is_file():
+        _check_official(archive, local)
     return cache.cached(root, name, local, lambda: _parse(name, archive, local))
 
 
