@@ -29,7 +29,7 @@ class Watch:
         self.mean, self.reads = 0.0, 0
 
     def train(self, sums: dict, step: int) -> None:
-        """`sums`: the epoch's host sums after `step` steps (`_sums_to_host`)."""
+        """`sums`: the epoch's host sums after `step` steps (`workdir.sums_to_host`)."""
         if sums["first_bad"] >= 0:
             self.stop(f"the train loss is not finite at step {sums['first_bad']} (epoch "
                       f"{(sums['first_bad'] - 1) // self.spe + 1})")

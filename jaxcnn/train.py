@@ -7,13 +7,11 @@
 `build` refuses bad input before anything is written; `fit` resumes from the workdir's latest
 checkpoint, exactly, and owns everything written there (config.json, metrics.jsonl, TensorBoard
 events, checkpoints). The pure step functions are in `jaxcnn/steps.py`, the input paths in
-`jaxcnn/feeds.py`, the evaluation in `jaxcnn/evaluation.py`.
+`jaxcnn/feeds.py`, the evaluation in `jaxcnn/evaluation.py`, the workdir side of the loop
+(own, resume, save, divergence checks) in `jaxcnn/workdir.py`.
 """
 
-import contextlib
 import dataclasses
-import errno
-import os
 import time
 from typing import NamedTuple
 
@@ -24,7 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint, divergence, finetune, logs, models, ownership, parallel, summary
+from jaxcnn import checkpoint, finetune, logs, models, parallel, summary
 from jaxcnn.config import check_config, compute_dtype
 from jaxcnn.data import Dataset, load, load_options
 from jaxcnn.data.pipeline import normalize, steps_per_epoch
@@ -41,6 +39,7 @@ from jaxcnn.steps import (
     step_config,
     train_step,
 )
+from jaxcnn.workdir import Position, Saver, check_workdir, open_workdir, sums_to_host
 
 MAX_STEPS = 2**31 - 1  # TrainState.step is int32
 
@@ -219,14 +218,6 @@ def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict
 
 # ---------------------------------------------------------------- fit
 
-class _Position(NamedTuple):
-    """Where a run stands: the next step is step `step_in_epoch` of 0-based `epoch`."""
-    epoch: int = 0
-    step_in_epoch: int = 0
-    sums: dict | None = None  # the epoch's metric sums so far, when resuming mid-epoch
-    history: tuple = ()
-
-
 def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bool = True,
         log=print, stop_at_step: int | None = None) -> Result:
     """Train `job` from `state` for `train.epochs`, evaluating after every epoch.
@@ -240,7 +231,7 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     main = parallel.is_main_process()
     log = log if main else (lambda *_: None)
     # ---- workdir: resume (refusing a checkpoint that does not fit), then write
-    state, pos, saver = _open_workdir(job, state, workdir)
+    state, pos, saver = open_workdir(job, state, workdir)
     runlog = logs.RunLog(workdir if main else None, pos.history, tc.log_every_steps,
                          job.schedule, saver.resumed_at)
     watch = saver.watch
@@ -266,7 +257,7 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
                 done = epoch * spe + i
                 if i < spe:  # stopped mid-epoch, and saved
                     break
-                train = _sums_to_host(sums)
+                train = sums_to_host(sums)
                 watch.train(train, done)
                 clock["train"] += seconds
                 row = _evaluate_epoch(job, state, epoch, train, seconds, spe - first, clock)
@@ -312,7 +303,7 @@ def _train_epoch(job: Job, state, sums, epoch: int, first: int, saver, runlog, s
         bar.update(n)
         done = epoch * spe + i
         if tc.log_every_steps and done % tc.log_every_steps == 0:
-            host = _sums_to_host(sums)  # waits for the step: one sync per log point
+            host = sums_to_host(sums)  # waits for the step: one sync per log point
             saver.watch.train(host, done)
             runlog.step(done, host["loss"])
         stopped = (signals.received or ("stop_at_step" if done == stop_at_step else None)
@@ -398,190 +389,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, device
                stop_at_step=stop_at_step)
 
 
-# ---------------------------------------------------------------- workdir and checkpoints
-
-class _Saver:
-    """A run's checkpoints: every N epochs / steps and at the end; a no-op without a workdir."""
-
-    def __init__(self, job: Job, workdir: str | None, key: jax.Array):
-        self.job, self.key = job, key
-        self.directory = os.path.join(workdir, "checkpoints") if workdir else None
-        self.resumed_at = checkpoint.latest_step(self.directory) if workdir else None
-        self.watch = divergence.Watch(job.config.train.divergence_factor, job.steps_per_epoch,
-                                      self.directory)
-        self.identity = ownership.run_identity(job.config, job.data) if workdir else None
-        self.ckpts = self.lock = self.pending = None
-        self.failed = False
-
-    def open(self, workdir: str) -> None:
-        self.ckpts = checkpoint.RunCheckpoints(workdir, self.job.config.checkpoint)
-
-    def due_after_epoch(self, epochs_done: int, epochs: int, spe: int) -> bool:
-        k = self.job.config.checkpoint
-        return (epochs_done == epochs or (k.every_epochs and epochs_done % k.every_epochs == 0)
-                or bool(k.every_steps and epochs_done * spe % k.every_steps == 0))
-
-    def reached_preemption(self, done: int) -> bool:
-        return bool(self.ckpts) and self.ckpts.reached_preemption(done)
-
-    def save(self, state, done: int, epoch: int, step_in_epoch: int, sums, history,
-             row: dict | None = None) -> None:
-        """Save after `done` steps, unless the run has diverged (then stop, loudly): every
-        checkpoint on disk holds a finite state."""
-        self.watch.train(_sums_to_host(sums), done)
-        if self.ckpts is None:
-            return
-        self.watch.state(state, done)
-        data, tc = self.job.data, self.job.config.train
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": done,
-                "steps_per_epoch": self.job.steps_per_epoch, "batch_size": tc.batch_size,
-                "acc": {k: float(v) for k, v in parallel.to_host(sums).items()
-                        if k != "first_bad"},
-                "history": history, "rng": jax.random.key_data(self.key).tolist(),
-                "model": self.job.config.model.name, "num_classes": data.num_classes,
-                "class_names": list(data.class_names), "image_shape": list(data.image_shape),
-                "identity": self.identity}
-        if self.pending is not None:  # a failure of the previous save is named as its own
-            with self._writing(self.pending):
-                self.ckpts.wait()
-        with self._writing(done):
-            self.ckpts.save(done, state, meta, metrics=row)
-        self.pending = done
-
-    def check(self) -> None:
-        """Raise now if a background save has failed (disk full, workdir gone), not at the next
-        save: training on without checkpoints would be lost work."""
-        if self.ckpts and self.pending is not None:
-            with self._writing(self.pending):
-                self.ckpts.check()
-
-    @contextlib.contextmanager
-    def _writing(self, step: int):
-        try:
-            yield
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 - OSError, or TensorStore's errors from C++
-            self.failed = True
-            last = checkpoint.latest_step(self.directory)
-            raise UserError(f"saving checkpoint {step} in {self.directory} failed "
-                            f"({_first_line(e)}): the checkpoints already there are intact "
-                            f"(latest: {last}); free disk space or fix the workdir, then rerun "
-                            "the same command to resume") from None
-
-    def close(self) -> None:
-        """Wait for the save in flight (unless one failed), then give up the workdir."""
-        try:
-            if self.ckpts and not self.failed:
-                with self._writing(self.pending):
-                    self.ckpts.close()
-        finally:
-            if self.lock:
-                self.lock.release()
-
-
-def check_workdir(workdir: str | None) -> None:
-    """Refuse a workdir that is a file or lies below one (one line, before anything is done)."""
-    if not workdir:
-        return
-    path = os.path.abspath(workdir)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        where = "is" if path == os.path.abspath(workdir) else f"lies below {path}, which is"
-        raise UserError(f"--workdir {workdir} {where} a file, not a directory: pass a directory")
-
-
-def _open_workdir(job: Job, state: TrainState, workdir: str | None):
-    """Own the workdir (lock; every process sees it), resume from its latest checkpoint if it
-    is this same run's, then write config.json: nothing there changes before every check."""
-    saver = _Saver(job, workdir, job.key)
-    if workdir:
-        saver.lock = _own(workdir)
-    try:
-        return _resume(job, state, workdir, saver)
-    except BaseException:
-        saver.close()
-        raise
-
-
-def _own(workdir: str) -> ownership.WorkdirLock | None:
-    check_workdir(workdir)
-    if parallel.is_main_process():
-        try:
-            os.makedirs(workdir, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create --workdir {workdir}: {e.strerror}: pass a "
-                            "directory this user can write") from None
-    ownership.check_shared(workdir)
-    return ownership.WorkdirLock(workdir).acquire() if parallel.is_main_process() else None
-
-
-def _resume(job: Job, state: TrainState, workdir: str | None, saver: "_Saver"):
-    pos = _Position()
-    # the latest step again: another run may have saved since `_Saver` looked, before the lock
-    saver.resumed_at = checkpoint.latest_step(saver.directory) if workdir else None
-    if saver.resumed_at is not None:
-        ckpt = os.path.join(saver.directory, str(saver.resumed_at))
-        state, meta = checkpoint.restore(ckpt, state)
-        ownership.check_same_run(meta.get("identity"), saver.identity, ckpt)
-        pos = _position(meta, saver.resumed_at, job, saver.directory)
-        saver.key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
-        job.set_key(saver.key)
-    if workdir:
-        if parallel.is_main_process():
-            ownership.write_atomic(os.path.join(workdir, "config.json"), job.config
-                                   .to_json_best_effort(indent=2, sort_keys=True) + "\n")
-        saver.open(workdir)
-    return state, pos, saver
-
-
-def _position(meta: dict, step: int, job: Job, ckpt_dir: str) -> _Position:
-    """Where the checkpoint's run stopped; refuse one whose epochs were cut differently."""
-    spe, batch_size = job.steps_per_epoch, job.config.train.batch_size
-    if (meta.get("steps_per_epoch"), meta.get("batch_size")) != (spe, batch_size):
-        raise UserError(f"the checkpoint in {ckpt_dir} was saved by a run with "
-                        f"train.batch_size={meta.get('batch_size')} and "
-                        f"{meta.get('steps_per_epoch')} steps per epoch, this one has "
-                        f"{batch_size} and {spe}: resume with the same data and batch "
-                        "size, or use a new --workdir")
-    try:
-        sums = {k: np.float32(meta["acc"][k]) for k in ("loss", "correct", "count")}
-        epoch, i, history = int(meta["epoch"]), int(meta["step_in_epoch"]), list(meta["history"])
-        consistent = epoch * spe + i == step and 0 <= i < spe and len(history) == epoch
-    except (KeyError, TypeError, ValueError):
-        consistent = False
-    if not consistent:
-        raise UserError(f"the checkpoint {ckpt_dir}/{step} has a meta/ record that does not "
-                        f"describe step {step} (epoch, step in the epoch and history disagree): "
-                        "move it aside to resume from an earlier one, or start a new --workdir")
-    sums["first_bad"] = np.int32(-1)
-    return _Position(epoch, i, sums, history)
-
-
 # ---------------------------------------------------------------- what a run prints
 
-# What a failed write says in the end, under the layers of TensorStore's and Orbax's messages.
-_OS_REASONS = [os.strerror(n) for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
-                                         errno.EACCES, errno.EIO, errno.ENOENT)]
-
-
-def _first_line(e: Exception) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    reason = next((r for r in _OS_REASONS if r in text), None)
-    if reason:
-        return f"{reason}: {text[:120]}..."
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _sums_to_host(sums: dict) -> dict:
-    host = parallel.to_host(sums)
-    count = max(float(host["count"]), 1.0)
-    return {"loss": float(host["loss"]) / count, "accuracy": float(host["correct"]) / count,
-            "count": int(host["count"]), "first_bad": int(host.get("first_bad", -1))}
-
-
-def _announce(job: Job, pos: _Position, saver: _Saver, log) -> None:
+def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
     config, data, tc = job.config, job.data, job.config.train
     log(parallel.describe(job.mesh))
     feed = (f"data on device, {job.feed.per_call} steps per call"

@@ -95,7 +95,7 @@ def test_fields_that_cannot_change_results_may_change_on_resume(finished, tmp_pa
     import shutil
     shutil.copytree(finished[0], tmp_path, dirs_exist_ok=True)
     c = _config(epochs=2)
-    c.train.log_every_steps, c.checkpoint.keep, c.train.eval_batch_size = 2, 1, 50
+    c.checkpoint.keep, c.train.divergence_factor, c.data.cache_dir = 1, 50.0, str(tmp_path)
     r = train_and_evaluate(c, str(tmp_path), dataset=data, **QUIET)
     assert [h["epoch"] for h in r.history] == [1, 2]
     saved = json.loads((tmp_path / "config.json").read_text())
