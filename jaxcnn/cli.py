@@ -18,7 +18,7 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
     argv = list(sys.argv if argv is None else argv)
     debug = "--debug" in argv
     if not debug:
-        sys.excepthook = _quiet_closed_loop(sys.excepthook)
+        sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
     try:
         sys.exit(main(argv) or 0)
     except KeyboardInterrupt:
@@ -35,12 +35,14 @@ def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) 
 
 
 def _quiet_closed_loop(hook):
-    """Drop `RuntimeError: Event loop is closed`, which TensorStore's write callbacks print (one
-    traceback per array) after Orbax has closed the event loop of a save that failed: the run
-    reports that failure itself, in one line. Everything else goes to `hook`."""
-    def quiet(kind, value, tb):
-        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-            hook(kind, value, tb)
+    """Drop `RuntimeError: Event loop is closed`, which TensorStore's callbacks report (as
+    unraisable, one traceback per array) once Orbax has closed the event loop of a save or
+    restore that failed: the run reports that failure itself, in one line. Everything else
+    goes to `hook`."""
+    def quiet(unraisable):
+        e = unraisable.exc_value
+        if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+            hook(unraisable)
     return quiet
 
 

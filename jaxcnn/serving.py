@@ -15,6 +15,10 @@ JAX reads an artifact written by a JAX up to 6 months older, or up to 3 weeks ne
 itself (the jax.export compatibility guarantee); `model.json` records the exporting version.
 Deserializing needs the `flatbuffers` package, which jax.export imports for it.
 
+An artifact is code: its StableHLO (and any custom calls in it) runs on your device, and
+loading checks only that the artifact is the one its model.json describes (sha256, input and
+output shapes), not who made it. Serve exports you made or trust, as you would a program.
+
 `decode_image` is the one image decoder of jaxcnn: training and predict use it too (through
 `jaxcnn.data.images`), so a model sees the same pixels from a file wherever it reads one.
 """

@@ -304,3 +304,20 @@ def test_readme_checkpoint_example_runs():
     section = text.split("## Checkpoints, resuming and fine-tuning", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(block, "README.md", "exec"), {})
+
+
+@pytest.mark.slow
+def test_an_empty_ocdbt_manifest_is_one_line_on_the_command_line(tmp_path):
+    p = _train_cli(tmp_path, "--config.train.epochs=1")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    latest = checkpoint.latest_step(str(tmp_path / "checkpoints"))
+    (tmp_path / "checkpoints" / str(latest) / "state" / "manifest.ocdbt").write_bytes(b"")
+    before = snapshot(tmp_path)
+    p = _train_cli(tmp_path)  # two epochs: resumes from the emptied checkpoint
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2, err[-2000:]
+    # one line: before, TensorStore's writer callbacks added "Event loop is closed" tracebacks
+    assert err.strip().splitlines() == [next(x for x in err.splitlines() if x)], err
+    assert f"checkpoint {tmp_path}/checkpoints/{latest} cannot be read, it is corrupt" in err
+    assert snapshot(tmp_path) == before

@@ -126,13 +126,9 @@ def test_a_full_disk_stops_the_run_at_once_and_keeps_the_checkpoints(tmp_path):
                          "space or fix the workdir, then rerun the same command to resume")
     # seen when the write failed, not at the next save: training did not go on without it
     assert "epoch 10/11" not in out, out
-    # No traceback of the failed save (~600 lines before). TensorStore's writer threads may
-    # still print "Event loop is closed" tracebacks: Orbax closes its event loop on the first
-    # failed write while other writes are in flight; the CLI filters the ones it can.
-    closed_loop = ("Traceback (most recent call last):", "  File \"", "    ",
-                   "RuntimeError: Event loop is closed")
-    assert [x for x in err.splitlines() if x != line and not x.startswith(closed_loop)] == []
-    assert sum(x.startswith("  File") and "asyncio" not in x for x in err.splitlines()) == 0
+    # nothing else: no traceback of the failed save (~600 lines before), none of the "Event
+    # loop is closed" ones TensorStore's writer callbacks report after Orbax gave up on it
+    assert err.strip().splitlines() == [line], err[-3000:]
     # the space comes back: the same command resumes from step 22 and finishes
     rc, out, err = _finish(_start(*args))
     assert rc == 0, err[-3000:]
