@@ -25,7 +25,7 @@ def default_config() -> ConfigDict:
     c.precision = "float32"
 
     c.model = ConfigDict()
-    c.model.name = "cnn"  # cnn | resnet20 | resnet18 | airbench
+    c.model.name = "cnn"  # cnn | resnet20 | resnet18 | airbench, or one of models.register
     c.model.dtype = "float32"  # compute dtype with precision=float32 (`compute_dtype`): float32
     #                            or bfloat16 (float16 is refused: it needs loss scaling)
     c.model.param_dtype = "float32"  # storage dtype of parameters
@@ -178,6 +178,20 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(f.unfreeze_after_epochs, int) or f.unfreeze_after_epochs < 0:
         raise UserError(f"finetune.unfreeze_after_epochs must be an integer >= 0, got "
                         f"{f.unfreeze_after_epochs!r}")
+    # Fine-tuning builds its own optimizer (a head and a backbone group), which has no place
+    # for airbench's refinements: refuse them rather than train with a different optimizer.
+    used = [f"optim.{k}={config.optim[k]!r}" for k, off in AIRBENCH_OPTIM_FIELDS.items()
+            if config.optim[k] != off]
+    if f.init_from and used:
+        raise UserError(f"fine-tuning (--init-from) does not apply {', '.join(used)} (airbench's "
+                        "optimizer refinements): set them back to "
+                        f"{', '.join(f'{k}={v}' for k, v in AIRBENCH_OPTIM_FIELDS.items())}, "
+                        "and a learning rate for plain optim.name")
+
+
+# airbench's optimizer fields and the values that switch them off.
+AIRBENCH_OPTIM_FIELDS = {"decoupled_hparams": False, "bias_lr_scale": 1.0,
+                         "whiten_bias_epochs": 0, "lookahead_every": 0}
 
 
 # (field, lowest, highest, whether the bounds themselves are allowed): finite numbers only, so a

@@ -31,6 +31,35 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype="float32",
                         rngs=rngs, **kwargs)
 
 
+def register(name: str):
+    """A decorator that makes a research model a model by name, like the built-in ones:
+
+        @jaxcnn.models.register("tiny")
+        class Tiny(nnx.Module):
+            HEAD = "out"  # the attribute holding the classifier, an nnx.Linear
+            def __init__(self, num_classes, *, dtype, param_dtype, rngs): ...
+            def __call__(self, x_BxHxWxC, train=False): ...   # logits BxK
+
+    Then `--config.model.name=tiny` trains it, and `inference.load_run`, `scripts/evaluate.py`,
+    export and summary rebuild it from a workdir, in any process that has registered it first
+    (import the module that defines it). A name already taken by another model is refused.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise UserError(f"a model name must be a non-empty word, got {name!r}")
+
+    def add(cls):
+        if not isinstance(getattr(cls, "HEAD", None), str):
+            # load_run counts the classes on it, fine-tuning replaces it
+            raise UserError(f"{cls.__name__} has no HEAD: set the class attribute HEAD to the "
+                            "name of its classifier layer (an nnx.Linear)")
+        if MODELS.get(name, cls) is not cls:
+            raise UserError(f"model name {name!r} is taken by {MODELS[name].__name__}: register "
+                            "yours under another name")
+        MODELS[name] = cls
+        return cls
+    return add
+
+
 def options(model_cfg) -> dict:
     """Constructor options of model `model_cfg.name` from its config subgroup (`model.airbench`
     for `airbench`); {} for a model without one."""
@@ -48,4 +77,4 @@ def dtype_of(d):
 
 
 __all__ = ["Airbench", "CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create",
-           "dtype_of", "options"]
+           "dtype_of", "options", "register"]
