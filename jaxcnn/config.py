@@ -82,6 +82,9 @@ def default_config() -> ConfigDict:
     c.train.batch_size = 64  # global batch, split over all devices
     c.train.eval_batch_size = 1000  # rounded up to a multiple of the device count
     c.train.label_smoothing = 0.0
+    c.train.grad_accum_steps = 1  # update every N steps with their mean gradient
+    #                               (optax.MultiSteps): batch_size x N images per update;
+    #                               BatchNorm still sees each batch of batch_size
     c.train.drop_remainder = True  # False: also train on the epoch's last, smaller batch (the
     #                                rest of the data set, padded and masked), as PyTorch's
     #                                DataLoader does by default; not with BatchNorm
@@ -125,7 +128,7 @@ def check_config(config: ConfigDict) -> None:
         raise UserError(f"unknown config field(s) {', '.join(unknown)}: see jaxcnn/config.py "
                         "for the fields a run understands")
     t = config.train
-    for name in ("epochs", "batch_size", "eval_batch_size"):
+    for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps"):
         v = t[name]
         if not isinstance(v, int) or v < 1:
             raise UserError(f"train.{name} must be a positive integer, got {v!r}")
@@ -182,6 +185,10 @@ def check_config(config: ConfigDict) -> None:
     # for airbench's refinements: refuse them rather than train with a different optimizer.
     used = [f"optim.{k}={config.optim[k]!r}" for k, off in AIRBENCH_OPTIM_FIELDS.items()
             if config.optim[k] != off]
+    if used and t.grad_accum_steps > 1:
+        raise UserError(f"train.grad_accum_steps={t.grad_accum_steps} does not apply "
+                        f"{', '.join(used)} (airbench's optimizer refinements count single "
+                        "steps): use one or the other")
     if f.init_from and used:
         raise UserError(f"fine-tuning (--init-from) does not apply {', '.join(used)} (airbench's "
                         "optimizer refinements): set them back to "

@@ -142,15 +142,24 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         raise UserError(f"train.drop_remainder=false pads the last batch, and the padding would "
                         f"enter the BatchNorm statistics of {config.model.name}: keep it true "
                         "for models with BatchNorm")
-    schedule = make_schedule(config.optim, spe, tc.epochs)
+    # With gradient accumulation the optimizer (and its schedule) counts updates, one per
+    # `accum` steps; everything else (data order, logs, checkpoints) counts steps.
+    accum = tc.grad_accum_steps
+    if spe % accum:
+        raise UserError(f"train.grad_accum_steps={accum} does not divide the {spe} steps of an "
+                        f"epoch: use a divisor of {spe}, or another batch size")
+    updates = make_schedule(config.optim, spe // accum, tc.epochs)
     if config.finetune.init_from:
         finetune.load_backbone(model, config.finetune.init_from)
-        tx = finetune.make_finetune_optimizer(config, schedule, spe,
+        tx = finetune.make_finetune_optimizer(config, updates, spe // accum,
                                               finetune.head_name(model))
         init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
     else:
-        tx = make_train_optimizer(config, schedule, model, spe)
+        tx = make_train_optimizer(config, updates, model, spe // accum)
         init_seconds, compile_seconds = _init_from_data(model, data, config)
+    if accum > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accum)  # the mean of `accum` gradients
+    schedule = updates if accum == 1 else (lambda step: updates(step // accum))
     graphdef, state = create_state(model, tx)
     steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes)
     # ---- shard & transfer: the state replicated on every device, the feed and the test set too
@@ -398,7 +407,9 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
             if isinstance(job.feed, DeviceFeed) else "data streamed from host")
     log(f"jaxcnn: {config.model.name} on {data.name} ({len(data.train_labels)} train / "
         f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
-        f"{job.steps_per_epoch} steps of {tc.batch_size}; {job.mesh.size} "
+        f"{job.steps_per_epoch} steps of {tc.batch_size}"
+        + (f" (an update every {tc.grad_accum_steps})" if tc.grad_accum_steps > 1 else "")
+        + f"; {job.mesh.size} "
         f"{job.mesh.devices.flat[0].platform} device(s); {feed}")
     log(job.model_summary)
     where = saver.directory
