@@ -174,10 +174,22 @@ def confusion_matrix(labels_N: np.ndarray, preds_N: np.ndarray, num_classes: int
 
 
 def per_class(cm_KxK: np.ndarray) -> dict:
-    """Per-class accuracy (recall) and image count from a confusion matrix (rows: true)."""
-    counts = cm_KxK.sum(1)
-    return {"per_class_accuracy": [float(a) for a in np.diag(cm_KxK) / np.maximum(counts, 1)],
-            "per_class_count": [int(c) for c in counts]}
+    """Per-class metrics from a confusion matrix (rows: true class, columns: predicted).
+
+    recall (= per-class accuracy) = hits / images of the class; precision = hits / images
+    predicted as the class; F1 their harmonic mean; each 0 where its denominator is 0. The
+    macro averages weigh every class alike, whatever its size.
+    """
+    hits, counts, predicted = np.diag(cm_KxK), cm_KxK.sum(1), cm_KxK.sum(0)
+    recall = hits / np.maximum(counts, 1)
+    precision = hits / np.maximum(predicted, 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    out = {"per_class_accuracy": recall, "per_class_recall": recall,
+           "per_class_precision": precision, "per_class_f1": f1}
+    out = {k: [float(x) for x in v] for k, v in out.items()}
+    out.update(per_class_count=[int(c) for c in counts], macro_precision=float(precision.mean()),
+               macro_recall=float(recall.mean()), macro_f1=float(f1.mean()))
+    return out
 
 
 # ---------------------------------------------------------------- a run's data

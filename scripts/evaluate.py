@@ -56,11 +56,15 @@ def main(argv: list[str]) -> int:
 
 
 def format_report(m: dict, class_names) -> str:
-    """Per-class accuracy lines, then the confusion matrix (rows true, columns predicted)."""
-    w = max(len(n) for n in class_names)
-    lines = ["per-class accuracy:"]
-    lines += [f"  {n:<{w}}  {a:.4f}  ({c} images)" for n, a, c in
-              zip(class_names, m["per_class_accuracy"], m["per_class_count"], strict=True)]
+    """Per-class precision, recall (= accuracy of the class) and F1 with the class's image
+    count, their macro averages, then the confusion matrix (rows true, columns predicted)."""
+    w = max(len(n) for n in [*class_names, "macro"])
+    lines = [f"  {'class':<{w}}  precision  recall      f1  images"]
+    lines += [f"  {n:<{w}}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {c:6d}" for n, p, r, f, c in
+              zip(class_names, m["per_class_precision"], m["per_class_recall"],
+                  m["per_class_f1"], m["per_class_count"], strict=True)]
+    lines.append(f"  {'macro':<{w}}  {m['macro_precision']:9.4f}  {m['macro_recall']:6.4f}  "
+                 f"{m['macro_f1']:6.4f}  {sum(m['per_class_count']):6d}")
     cm = m["confusion_matrix"]
     cw = max(4, len(str(cm.max())), *(len(str(i)) for i in range(len(class_names))))
     lines.append("confusion matrix (rows: true class, columns: predicted; column i = class i):")

@@ -141,6 +141,19 @@ def test_predict_logits_batches_are_padded_and_agree(trained):
     assert inference.predict_logits(run.model, x[:0], run.config).shape == (0, 10)
 
 
+def test_per_class_precision_recall_f1_from_a_confusion_matrix():
+    # rows: true class; 3 classes, class 2 never predicted
+    cm = np.array([[8, 2, 0], [1, 3, 0], [0, 4, 0]])
+    m = inference.per_class(cm)
+    assert m["per_class_recall"] == m["per_class_accuracy"] == [0.8, 0.75, 0.0]
+    assert m["per_class_precision"] == pytest.approx([8 / 9, 3 / 9, 0.0])
+    p, r = 8 / 9, 0.8
+    assert m["per_class_f1"] == pytest.approx([2 * p * r / (p + r), 2 * (1 / 3) * 0.75 /
+                                                (1 / 3 + 0.75), 0.0])
+    assert m["macro_f1"] == pytest.approx(sum(m["per_class_f1"]) / 3)
+    assert m["per_class_count"] == [10, 4, 4]
+
+
 def test_confusion_matrix_rows_are_true_classes():
     cm = inference.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
     assert cm.dtype == np.int64
