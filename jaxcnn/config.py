@@ -94,6 +94,8 @@ def default_config() -> ConfigDict:
     #                        2 mirror + 1-pixel shifts (jaxcnn/tta.py); other epochs: none
     c.train.log_every_steps = 50  # TensorBoard: learning rate, running train loss and step time
     #                               every N steps (each point waits for the device); 0 = off
+    c.train.profile_steps = 0  # with a workdir: a jax.profiler trace of the first N steps after
+    #                            compilation, for TensorBoard's profile tab (XProf); 0 = off
     c.train.peer_timeout_s = 60.0  # several processes: a process silent this long is lost, and
     #                                the others stop (exit 75) instead of hanging in a collective
     c.train.divergence_factor = 100.0  # stop when a logged train loss exceeds this x its running
@@ -134,6 +136,9 @@ def check_config(config: ConfigDict) -> None:
             raise UserError(f"train.{name} must be a positive integer, got {v!r}")
     if not isinstance(t.drop_remainder, bool):
         raise UserError(f"train.drop_remainder must be true or false, got {t.drop_remainder!r}")
+    if isinstance(t.profile_steps, bool) or not isinstance(t.profile_steps, int) or (
+            t.profile_steps < 0):
+        raise UserError(f"train.profile_steps must be an integer >= 0, got {t.profile_steps!r}")
     if not isinstance(t.steps_per_call, int) or t.steps_per_call < 0:
         raise UserError(f"train.steps_per_call must be an integer >= 0 (0 = auto), got "
                         f"{t.steps_per_call!r}")

@@ -24,10 +24,12 @@ class RunLog:
     """
 
     def __init__(self, workdir: str | None, history: list[dict], every_steps: int,
-                 schedule: Callable, resumed_at: int | None = None):
+                 schedule: Callable, resumed_at: int | None = None, profile_steps: int = 0):
         self.every, self.schedule = every_steps, schedule
         self._t, self._t_step = time.perf_counter(), 0
         self.jsonl = self.events = self._path = None
+        self._profile = (workdir, profile_steps) if workdir and profile_steps else None
+        self._profile_until = None
         if workdir is None:
             return
         from tensorboardX import SummaryWriter
@@ -46,6 +48,23 @@ class RunLog:
     def start_epoch(self, step: int) -> None:
         """The epoch's first step is `step + 1`: time steps from now, not from the evaluation."""
         self._t, self._t_step = time.perf_counter(), step
+        if self._profile and self._profile_until is None:
+            # `train.profile_steps`: a jax.profiler trace of the first steps after compilation,
+            # into <workdir>/plugins/profile/, where TensorBoard's profile tab (XProf) finds it
+            import jax
+            workdir, steps = self._profile
+            jax.profiler.start_trace(workdir)
+            self._profile_until = step + steps
+
+    def called(self, step: int) -> None:
+        """After every compiled call (`step` steps done): end the trace once it has its steps."""
+        if self._profile and self._profile_until is not None and step >= self._profile_until:
+            self._stop_trace()
+
+    def _stop_trace(self) -> None:
+        import jax
+        jax.profiler.stop_trace()
+        self._profile = None
 
     def step(self, step: int, loss: float) -> None:
         """Every `every_steps` steps: learning rate, the epoch's running train `loss` (read from
@@ -78,6 +97,8 @@ class RunLog:
         self.events.flush()
 
     def close(self) -> None:
+        if self._profile and self._profile_until is not None:
+            self._stop_trace()  # the run ended (or failed) within the traced steps
         if self.jsonl is not None:
             self.jsonl.close()
         if self.events is not None:

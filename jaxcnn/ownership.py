@@ -30,6 +30,7 @@ LOCK_FILE = ".lock"
 # Config fields that cannot change what a resumed run computes (or only extend it).
 MAY_CHANGE = ("train.epochs", "train.log_every_steps", "train.steps_per_call",
               "train.divergence_factor", "train.peer_timeout_s", "train.eval_batch_size",
+              "train.profile_steps",
               "checkpoint.", "data.cache_dir", "data.on_device", "data.max_file_bytes",
               "data.max_image_pixels", "data.verify_sha256")
 

@@ -242,7 +242,7 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     # ---- workdir: resume (refusing a checkpoint that does not fit), then write
     state, pos, saver = open_workdir(job, state, workdir)
     runlog = logs.RunLog(workdir if main else None, pos.history, tc.log_every_steps,
-                         job.schedule, saver.resumed_at)
+                         job.schedule, saver.resumed_at, tc.profile_steps)
     watch = saver.watch
     _announce(job, pos, saver, log)
     # ---- compile before the clock starts: the run's time, like airbench's, leaves it out
@@ -311,6 +311,7 @@ def _train_epoch(job: Job, state, sums, epoch: int, first: int, saver, runlog, s
         i += n
         bar.update(n)
         done = epoch * spe + i
+        runlog.called(done)
         if tc.log_every_steps and done % tc.log_every_steps == 0:
             host = sums_to_host(sums)  # waits for the step: one sync per log point
             saver.watch.train(host, done)

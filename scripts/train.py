@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
                         "directory; sets config.finetune.init_from")
     flags.DEFINE_string("devices", "all", "all, a count N, or device ids such as 0,2,5")
     flags.DEFINE_bool("progress", True, "show a progress bar per epoch")
+    flags.DEFINE_integer("profile", None, "trace this many steps after compilation with "
+                         "jax.profiler into the workdir (sets config.train.profile_steps)")
     flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-host run "
                         "(SLURM, Open MPI and Kubernetes launches are detected without it)")
     flags.DEFINE_integer("num_processes", None, "number of processes of a multi-host run")
@@ -52,6 +54,8 @@ def main(argv: list[str]) -> int:
     workdir = FLAGS.workdir or os.path.join("runs", config_name)
     if FLAGS.init_from:
         config.finetune.init_from = FLAGS.init_from
+    if FLAGS.profile is not None:
+        config.train.profile_steps = FLAGS.profile
     result = train_and_evaluate(config, workdir, devices=FLAGS.devices,
                                 progress=FLAGS.progress)
     if result.stopped:

@@ -1,4 +1,4 @@
-"""Trainer features users of other trainers expect: gradient accumulation."""
+"""Trainer features users of other trainers expect: gradient accumulation, a profiler trace."""
 
 import jax
 import numpy as np
@@ -44,3 +44,14 @@ def test_accumulation_must_divide_the_epoch():
     with pytest.raises(UserError, match="train.grad_accum_steps=3 does not divide the 8 steps of "
                                         "an epoch: use a divisor of 8"):
         train_and_evaluate(_config(32, 3), None, dataset=small_digits(256), **QUIET)
+
+
+def test_profile_steps_write_a_trace_tensorboard_reads(tmp_path):
+    c = _config(64, 1)
+    c.train.profile_steps = 2
+    train_and_evaluate(c, str(tmp_path), dataset=small_digits(256), model=_model(), **QUIET)
+    traces = list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
+    c.train.profile_steps = -1
+    with pytest.raises(UserError, match="train.profile_steps must be an integer >= 0, got -1"):
+        train_and_evaluate(c, None, dataset=small_digits(256), **QUIET)
