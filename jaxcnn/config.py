@@ -52,6 +52,8 @@ def default_config() -> ConfigDict:
     c.data.classes = ""  # keep only these classes (comma list of names or indices), relabelled
     #                      0..k-1 in that order; "" = all
     c.data.train_per_class = 0  # keep the first N training images of each class; 0 = all
+    c.data.class_weights = ""  # the training loss per class: "" equal, "balanced" (n / (K x n_k))
+    #                            or K comma-separated weights in label order
     # Untrusted folders and archives (folder:): files and images above these limits are refused
     c.data.image_size = 0  # folder: resize every image to N x N; 0 = the most common size
     c.data.max_file_bytes = 64 * 2**20  # per image file or archive member
@@ -254,6 +256,9 @@ def _number(x) -> str:
 
 
 def _check_data_limits(d: ConfigDict) -> None:
+    if not isinstance(d.class_weights, str):
+        raise UserError(f"data.class_weights must be balanced or a comma list of numbers, got "
+                        f"{d.class_weights!r}")
     for name in ("image_size", "max_file_bytes", "max_image_pixels"):
         if isinstance(d[name], bool) or not isinstance(d[name], int):
             raise UserError(f"data.{name} must be an integer, got {d[name]!r}")

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from ml_collections import ConfigDict
@@ -47,6 +48,7 @@ class StepConfig(NamedTuple):
     label_smoothing: float = 0.0
     bn_train: bool = True  # False: BatchNorm in inference mode (a frozen backbone)
     tta_level: int = 0  # test-time augmentation of `forward` (jaxcnn/tta.py)
+    class_weights: tuple[float, ...] | None = None  # the training loss's weight per class
 
 
 def preprocess_of(config: ConfigDict, channels: int) -> Preprocess:
@@ -57,11 +59,36 @@ def preprocess_of(config: ConfigDict, channels: int) -> Preprocess:
 
 def step_config(config: ConfigDict, graphdef: nnx.GraphDef,
                 tx: optax.GradientTransformation | None, channels: int, num_classes: int, *,
-                tta_level: int = 0, bn_train: bool = True) -> StepConfig:
-    """The run's static step settings from its config."""
+                tta_level: int = 0, bn_train: bool = True,
+                train_labels: np.ndarray | None = None) -> StepConfig:
+    """The run's static step settings from its config (`train_labels`: for class weights)."""
+    weights = (class_weights(config.data.class_weights, train_labels, num_classes)
+               if train_labels is not None else None)
     return StepConfig(graphdef, tx, preprocess_of(config, channels), num_classes,
                       config.data.crop_padding, config.data.flip, config.data.crop_fill,
-                      config.train.label_smoothing, bn_train, tta_level)
+                      config.train.label_smoothing, bn_train, tta_level, weights)
+
+
+def class_weights(spec: str, train_labels: np.ndarray, num_classes: int
+                  ) -> tuple[float, ...] | None:
+    """`data.class_weights`: "" none; "balanced" n / (K x n_k), as scikit-learn's, so a class
+    with half the images weighs twice; or K comma-separated positive numbers."""
+    if not spec:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(np.asarray(train_labels), minlength=num_classes)
+        if (counts == 0).any():
+            raise UserError(f"data.class_weights=balanced: class {int(np.argmin(counts))} has no "
+                            "training images; give the weights as a list instead")
+        return tuple(float(w) for w in len(train_labels) / (num_classes * counts))
+    try:
+        weights = tuple(float(w) for w in spec.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != num_classes or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise UserError(f"data.class_weights={spec!r} must be balanced or {num_classes} positive "
+                        "numbers separated by commas, one per class in label order")
+    return weights
 
 
 def num_outputs(model: nnx.Module, image_shape_HxWxC) -> int:
@@ -94,8 +121,13 @@ def create_state(model: nnx.Module, tx: optax.GradientTransformation | None
 
 
 def loss_and_metrics(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing: float,
-                     mask_B: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Mean (masked) cross-entropy, plus summed loss / correct / count for logging."""
+                     mask_B: jax.Array | None = None, class_weights: tuple | None = None
+                     ) -> tuple[jax.Array, dict]:
+    """Mean (masked) cross-entropy, plus summed loss / correct / count for logging.
+
+    With `class_weights` the mean is weighted by each image's class weight (sum of w x loss over
+    sum of w, as PyTorch's CrossEntropyLoss(weight=...)); the logged sums stay unweighted, so
+    train_loss compares with test_loss."""
     k = logits_BxK.shape[-1]
     targets_BxK = optax.smooth_labels(jax.nn.one_hot(labels_B, k), label_smoothing)
     # At least float32 (bf16 logits are promoted), never less than the logits (float64 kept).
@@ -106,6 +138,9 @@ def loss_and_metrics(logits_BxK: jax.Array, labels_B: jax.Array, label_smoothing
     count = mask_B.sum()
     correct = ((logits_BxK.argmax(-1) == labels_B) * mask_B).sum()
     metrics = {"loss": (loss_B * mask_B).sum(), "correct": correct, "count": count}
+    if class_weights is not None:
+        w_B = jnp.asarray(class_weights, loss_B.dtype)[labels_B] * mask_B
+        return (loss_B * w_B).sum() / jnp.maximum(w_B.sum(), 1e-12), metrics
     return (loss_B * mask_B).sum() / jnp.maximum(count, 1), metrics
 
 
@@ -121,7 +156,8 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, cfg: StepConfig
         # copy=True: fresh Variables at this trace level, which BatchNorm may then update.
         model = nnx.merge(cfg.graphdef, params, state.model_state, copy=True)
         logits = model(x, train=cfg.bn_train)
-        loss, metrics = loss_and_metrics(logits, batch.label, cfg.label_smoothing, batch.mask)
+        loss, metrics = loss_and_metrics(logits, batch.label, cfg.label_smoothing, batch.mask,
+                                         cfg.class_weights)
         return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
     grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)

@@ -161,7 +161,8 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         tx = optax.MultiSteps(tx, every_k_schedule=accum)  # the mean of `accum` gradients
     schedule = updates if accum == 1 else (lambda step: updates(step // accum))
     graphdef, state = create_state(model, tx)
-    steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes)
+    steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes,
+                        train_labels=data.train_labels)
     # ---- shard & transfer: the state replicated on every device, the feed and the test set too
     state = jax.device_put(state, parallel.replicated(mesh))
     eval_bs = eval_batch_size(config, mesh, len(data.test_labels))

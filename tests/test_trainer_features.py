@@ -1,4 +1,5 @@
-"""Trainer features users of other trainers expect: gradient accumulation, a profiler trace."""
+"""Trainer features users of other trainers expect: gradient accumulation, a profiler trace,
+class weights."""
 
 import jax
 import numpy as np
@@ -55,3 +56,43 @@ def test_profile_steps_write_a_trace_tensorboard_reads(tmp_path):
     c.train.profile_steps = -1
     with pytest.raises(UserError, match="train.profile_steps must be an integer >= 0, got -1"):
         train_and_evaluate(c, None, dataset=small_digits(256), **QUIET)
+
+
+def test_class_weights_balanced_and_listed():
+    from jaxcnn.steps import class_weights
+    labels = np.array([0, 0, 0, 1, 2, 2])  # 6 images: 3, 1, 2
+    assert class_weights("balanced", labels, 3) == pytest.approx((6 / 9, 6 / 3, 6 / 6))
+    assert class_weights("1, 2.5, 3", labels, 3) == (1.0, 2.5, 3.0)
+    assert class_weights("", labels, 3) is None
+    for bad in ("1,2", "1,0,2", "a,b,c", "1,nan,1"):
+        with pytest.raises(UserError, match="must be balanced or 3 positive numbers"):
+            class_weights(bad, labels, 3)
+    with pytest.raises(UserError, match="class 3 has no training images"):
+        class_weights("balanced", labels, 4)
+
+
+def test_weighted_loss_is_the_weighted_mean_and_the_logged_sums_are_not():
+    from jaxcnn.steps import loss_and_metrics
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 0, 0, 1, 2, 2])
+    mask = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last row is padding
+    w = (0.5, 2.0, 4.0)
+    per = -jax.nn.log_softmax(logits)[np.arange(6), labels]
+    wl = np.array(w)[labels] * mask
+    loss, sums = loss_and_metrics(logits, labels, 0.0, mask, w)
+    assert float(loss) == pytest.approx(float((per * wl).sum() / wl.sum()), rel=1e-6)
+    assert float(sums["loss"]) == pytest.approx(float((per * mask).sum()), rel=1e-6)
+    plain, _ = loss_and_metrics(logits, labels, 0.0, mask)
+    assert float(plain) != pytest.approx(float(loss), rel=1e-3)
+
+
+def test_a_run_with_balanced_weights_trains_on_them():
+    c = _config(64, 1)
+    c.data.class_weights = "balanced"
+    data = small_digits(256)
+    r = train_and_evaluate(c, None, dataset=data, model=_model(), **QUIET)
+    plain = train_and_evaluate(_config(64, 1), None, dataset=data, model=_model(), **QUIET)
+    assert r.final["train_loss"] != plain.final["train_loss"]  # another objective, other steps
+    c.data.class_weights = "1,2"
+    with pytest.raises(UserError, match="data.class_weights='1,2' must be balanced or 10"):
+        train_and_evaluate(c, None, dataset=data, **QUIET)
