@@ -25,9 +25,19 @@ def _model():
     return models.CNN(10, width=8, hidden=32, rngs=nnx.Rngs(0))
 
 
-def test_accumulating_two_batches_of_32_equals_one_batch_of_64():
-    data = small_digits(256)  # 8 steps of 32 = 4 updates of 64 per epoch, in the same order
-    big = train_and_evaluate(_config(64, 1), None, dataset=data, model=_model(), **QUIET)
+@pytest.fixture(scope="module")
+def data():
+    return small_digits(256)  # 8 steps of 32 = 4 steps of 64 per epoch, in the same order
+
+
+@pytest.fixture(scope="module")
+def plain(data):
+    """The plain run: batches of 64, one update each, equal class weights."""
+    return train_and_evaluate(_config(64, 1), None, dataset=data, model=_model(), **QUIET)
+
+
+def test_accumulating_two_batches_of_32_equals_one_batch_of_64(data, plain):
+    big = plain
     acc = train_and_evaluate(_config(32, 2), None, dataset=data, model=_model(), **QUIET)
     for a, b in zip(jax.tree.leaves(nnx.state(big.model)), jax.tree.leaves(nnx.state(acc.model)),
                     strict=True):
@@ -41,10 +51,10 @@ def test_accumulating_two_batches_of_32_equals_one_batch_of_64():
                            nnx.state(acc.model)["fc2"]["kernel"][...], atol=1e-4)
 
 
-def test_accumulation_must_divide_the_epoch():
+def test_accumulation_must_divide_the_epoch(data):
     with pytest.raises(UserError, match="train.grad_accum_steps=3 does not divide the 8 steps of "
                                         "an epoch: use a divisor of 8"):
-        train_and_evaluate(_config(32, 3), None, dataset=small_digits(256), **QUIET)
+        train_and_evaluate(_config(32, 3), None, dataset=data, **QUIET)
 
 
 def test_profile_steps_write_a_trace_tensorboard_reads(tmp_path):
@@ -86,12 +96,10 @@ def test_weighted_loss_is_the_weighted_mean_and_the_logged_sums_are_not():
     assert float(plain) != pytest.approx(float(loss), rel=1e-3)
 
 
-def test_a_run_with_balanced_weights_trains_on_them():
+def test_a_run_with_balanced_weights_trains_on_them(data, plain):
     c = _config(64, 1)
     c.data.class_weights = "balanced"
-    data = small_digits(256)
     r = train_and_evaluate(c, None, dataset=data, model=_model(), **QUIET)
-    plain = train_and_evaluate(_config(64, 1), None, dataset=data, model=_model(), **QUIET)
     assert r.final["train_loss"] != plain.final["train_loss"]  # another objective, other steps
     c.data.class_weights = "1,2"
     with pytest.raises(UserError, match="data.class_weights='1,2' must be balanced or 10"):
