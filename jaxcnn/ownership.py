@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 
 import numpy as np
 from ml_collections import ConfigDict
@@ -87,8 +88,14 @@ def _same_file(fd: int, path: str) -> bool:
 
 
 def _read(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 500).decode(errors="replace").strip() or "holder unknown"
+    """Who holds the lock: the holder writes it just after locking, so wait a moment for it."""
+    for _ in range(20):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 500).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "holder unknown"
 
 
 # ---------------------------------------------------------------- the same run
