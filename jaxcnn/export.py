@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import jaxlib
 from jax import export as jax_export
 
+from jaxcnn import ownership
 from jaxcnn.errors import UserError
 from jaxcnn.inference import Run, forward_config
 from jaxcnn.steps import forward
@@ -97,13 +98,6 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
         "step": run.meta.get("step"),
     }
     os.makedirs(out_dir, exist_ok=True)
-    _write(os.path.join(out_dir, ARTIFACT), blob)
-    _write(os.path.join(out_dir, METADATA), (json.dumps(meta, indent=2) + "\n").encode())
+    ownership.write_atomic(os.path.join(out_dir, ARTIFACT), blob)
+    ownership.write_atomic(os.path.join(out_dir, METADATA), json.dumps(meta, indent=2) + "\n")
     return meta
-
-
-def _write(path: str, data: bytes) -> None:
-    """Write atomically: a reader never sees half an artifact."""
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)

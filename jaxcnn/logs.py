@@ -13,6 +13,8 @@ import os
 import time
 from collections.abc import Callable
 
+from jaxcnn import ownership
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -84,9 +86,8 @@ class RunLog:
         if self._path is None:
             return
         if self.jsonl is None:  # the first epoch of this segment: history and row at once
-            with open(self._path + ".tmp", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in [*self._history, row])
-            os.replace(self._path + ".tmp", self._path)
+            ownership.write_atomic(self._path, "".join(json.dumps(r) + "\n"
+                                                       for r in [*self._history, row]))
             self.jsonl = open(self._path, "a")
         else:
             self.jsonl.write(json.dumps(row) + "\n")

@@ -152,11 +152,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # ---------------------------------------------------------------- files
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: all or nothing."""
+def write_atomic(path: str, content: str | bytes) -> None:
+    """Write `content` to `path` through a temporary file and a rename: a reader sees the old
+    file or the whole new one, never a part."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
