@@ -1,5 +1,7 @@
 """Small building blocks shared by the models."""
 
+import contextlib
+import contextvars
 import functools
 import math
 
@@ -52,6 +54,24 @@ def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
 # trace keeps XLA's convolutions (cuDNN).
 
 _DN = ("NHWC", "HWIO", "NHWC")
+_XLA_ONLY = contextvars.ContextVar("jaxcnn_xla_only", default=False)
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+    """Trace models with XLA's own convolutions and whole batches, for every platform.
+
+    The CPU paths below (`conv_cpu`, `micro_batched`) are training and inference speed-ups that
+    compute the same values. Code that reads or rewrites the traced operations needs the plain
+    ones instead: qwix quantization (it intercepts `lax.conv_general_dilated` and swaps the
+    kernel for int8) and ONNX export (one Conv node per convolution, no platform switch).
+    """
+    token = _XLA_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _XLA_ONLY.reset(token)
+
 CPU_CONV_SCOPE = "jaxcnn_cpu_conv"  # the name scope of the CPU path in a lowering's locations
 _IM2COL_MAX_CHANNELS = 8  # below this, im2col + matmul beats XLA:CPU's convolution
 
@@ -123,7 +143,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                             rhs_dilation, dimension_numbers,
                                             feature_group_count, precision=precision, **kwargs)
 
-    if not (lhs.ndim == 4 and feature_group_count == 1 and precision is None
+    if _XLA_ONLY.get() or not (lhs.ndim == 4 and feature_group_count == 1 and precision is None
             and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
             and _is_nhwc(dimension_numbers, lhs, rhs)
             and not kwargs.get("preferred_element_type")
@@ -171,7 +191,7 @@ def micro_batch_size(batch: int) -> int | None:
 def micro_batched(f, x_BxHxWxC: jax.Array) -> jax.Array:
     """`f(x)`, computed over cache-sized micro-batches when lowered for the CPU (same values)."""
     b = x_BxHxWxC.shape[0]
-    size = micro_batch_size(b)
+    size = None if _XLA_ONLY.get() else micro_batch_size(b)
     if size is None:
         return f(x_BxHxWxC)
 
