@@ -13,7 +13,8 @@ writes two files into the output directory:
                     wrote it, the platforms it runs on, and the artifact's sha256, which
                     `serving.load` checks: the two files must come from one export
 
-`jaxcnn/serving.py` loads and runs it with only jax, numpy and Pillow. JAX guarantees that a
+`jaxcnn/serving.py` loads and runs it with only jax, numpy and Pillow; `jaxcnn/onnx_export.py`
+writes the same model as ONNX instead (`scripts/export.py --format onnx`). JAX guarantees that a
 serialized artifact can be deserialized and run by a JAX up to 6 months newer, or up to 3 weeks
 older, than the JAX that exported it (docs/export/export.md, "Compatibility guarantees").
 """
@@ -63,6 +64,7 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
     if unknown or not platforms:
         raise UserError(f"cannot export for platform(s) {', '.join(unknown) or '(none)'}: "
                         f"choose among {', '.join(KNOWN_PLATFORMS)}")
+    _refuse_onnx_export(out_dir)
     h, w, c = (int(d) for d in run.meta["image_shape"])
     # One symbolic dimension, the batch: the same artifact serves 1 image or 10,000.
     (b,) = jax_export.symbolic_shape("b")
@@ -101,3 +103,11 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
     ownership.write_atomic(os.path.join(out_dir, ARTIFACT), blob)
     ownership.write_atomic(os.path.join(out_dir, METADATA), json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _refuse_onnx_export(out_dir: str) -> None:
+    """An ONNX export's model.json would be replaced, and its consumers would misread it."""
+    from jaxcnn import onnx_export
+    if os.path.exists(os.path.join(out_dir, onnx_export.ARTIFACT)):
+        raise UserError(f"{out_dir} holds an ONNX export ({onnx_export.ARTIFACT}), whose "
+                        f"{METADATA} a jax export would replace: give another --out")
