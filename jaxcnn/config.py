@@ -122,6 +122,20 @@ def default_config() -> ConfigDict:
     c.finetune.backbone_lr_scale = 0.1  # full: backbone lr = this x optim.learning_rate
     c.finetune.unfreeze_after_epochs = 0  # linear_probe: train all layers (as full) from this
     #                                       epoch on; 0 = never
+    c.finetune.keep_head = False  # True: restore the head too (same classes) and train the whole
+    #                               network with the run's own optimizer: pruning, QAT
+
+    # Deployment (jaxcnn/quantize.py, jaxcnn/prune.py)
+    c.quant = ConfigDict()
+    c.quant.mode = ""  # "" float | qat: train fake-quantized int8 | ptq: an int8 run that
+    #                    scripts/quantize.py wrote (evaluates and exports; does not train)
+    c.quant.calibration_images = 1000  # PTQ: training images that calibrate activation scales
+    c.prune = ConfigDict()
+    c.prune.sparsity = 0.0  # final fraction of zero weights in conv and dense kernels; 0 = off
+    c.prune.scope = "layer"  # layer: every kernel reaches the sparsity | global: one threshold
+    c.prune.start_epoch = 0  # masks are set at the start of each epoch from this one (0-based)
+    c.prune.end_epoch = 0  # ... growing as a cubic (Zhu & Gupta 2017) to `sparsity` at this
+    #                        one; start = end: one shot (after a trained finetune.init_from)
     return c
 
 
@@ -188,6 +202,12 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(f.unfreeze_after_epochs, int) or f.unfreeze_after_epochs < 0:
         raise UserError(f"finetune.unfreeze_after_epochs must be an integer >= 0, got "
                         f"{f.unfreeze_after_epochs!r}")
+    if not isinstance(f.keep_head, bool):
+        raise UserError(f"finetune.keep_head must be true or false, got {f.keep_head!r}")
+    if f.keep_head and (not f.init_from or f.mode != "full"):
+        raise UserError("finetune.keep_head=true continues a trained network: it needs "
+                        "finetune.init_from and finetune.mode=full")
+    _check_deploy(config)
     # Fine-tuning builds its own optimizer (a head and a backbone group), which has no place
     # for airbench's refinements: refuse them rather than train with a different optimizer.
     used = [f"optim.{k}={config.optim[k]!r}" for k, off in AIRBENCH_OPTIM_FIELDS.items()
@@ -201,6 +221,23 @@ def check_config(config: ConfigDict) -> None:
                         "optimizer refinements): set them back to "
                         f"{', '.join(f'{k}={v}' for k, v in AIRBENCH_OPTIM_FIELDS.items())}, "
                         "and a learning rate for plain optim.name")
+
+
+def _check_deploy(config: ConfigDict) -> None:
+    q, p = config.quant, config.prune
+    if q.mode not in ("", "qat", "ptq"):
+        raise UserError(f"quant.mode must be \"\" (float), qat or ptq, got {q.mode!r}")
+    if not isinstance(q.calibration_images, int) or q.calibration_images < 1:
+        raise UserError(f"quant.calibration_images must be a positive integer, got "
+                        f"{q.calibration_images!r}")
+    if p.scope not in ("layer", "global"):
+        raise UserError(f"prune.scope must be layer or global, got {p.scope!r}")
+    for name in ("start_epoch", "end_epoch"):
+        if isinstance(p[name], bool) or not isinstance(p[name], int) or p[name] < 0:
+            raise UserError(f"prune.{name} must be an integer >= 0, got {p[name]!r}")
+    if p.sparsity and not p.start_epoch <= p.end_epoch < config.train.epochs:
+        raise UserError(f"prune.start_epoch={p.start_epoch} and prune.end_epoch={p.end_epoch} "
+                        f"must satisfy start <= end < train.epochs={config.train.epochs}")
 
 
 # airbench's optimizer fields and the values that switch them off.
@@ -228,6 +265,7 @@ NUMBERS = [
     ("data.max_image_pixels", 0, 2**40, (False, True)),
     ("data.image_size", 0, 2**16, (True, True)),
     ("model.airbench.bn_momentum", 0.0, 1.0, (True, True)),
+    ("prune.sparsity", 0.0, 1.0, (True, False)),
     ("model.airbench.logit_scale", 0.0, None, (False, True)),
 ]
 SEED_RANGE = (-2**63, 2**63)  # what jax.random.key takes

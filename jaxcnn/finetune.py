@@ -47,6 +47,20 @@ def load_backbone(model: nnx.Module, path: str) -> nnx.Module:
     return checkpoint.copy_into(model, arrays, checkpoint.resolve(path), skip=head_name(model))
 
 
+def load_whole(model: nnx.Module, path: str, class_names) -> nnx.Module:
+    """Copy every array, the head's too, from checkpoint `path` (in place): the trained network
+    continues on the same classes (`finetune.keep_head`)."""
+    arrays, meta = checkpoint.load_arrays(path)
+    saved = meta.get("class_names")
+    if saved is not None and tuple(saved) != tuple(class_names):
+        raise UserError(f"finetune.keep_head=true keeps the head of {path}, trained on classes "
+                        f"{', '.join(saved[:5])}{', ...' if len(saved) > 5 else ''}, but this "
+                        f"data set has {', '.join(list(class_names)[:5])}"
+                        f"{', ...' if len(class_names) > 5 else ''}: use the same classes, or "
+                        "keep_head=false for a new head")
+    return checkpoint.copy_into(model, arrays, checkpoint.resolve(path))
+
+
 def param_labels(params: nnx.State, head: str):
     """`"head"` for the head's parameters, `"backbone"` for the rest (optax.multi_transform)."""
     leaves, treedef = _flatten(params)

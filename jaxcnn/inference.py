@@ -58,6 +58,7 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
     workdir = os.path.dirname(os.path.dirname(ckpt))  # <workdir>/checkpoints/<step>
     config = load_config(os.path.join(workdir, "config.json"))
     arrays, meta = checkpoint.load_arrays(ckpt)
+    shape = tuple(meta.get("image_shape") or DEFAULT_IMAGE_SHAPE)
     if model is None:
         if "model" not in meta or "num_classes" not in meta:
             raise UserError(f"checkpoint {ckpt} does not say which model it holds (no 'model' "
@@ -65,10 +66,12 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
                             "model=...)")
         # Abstract (shapes only): every array comes from the checkpoint, so initialising
         # them first would be wasted work, seconds of it for a big model on a CPU.
-        model = nnx.eval_shape(lambda: models.create(
+        model = nnx.eval_shape(lambda: _as_run_computes(models.create(
             meta["model"], num_classes=int(meta["num_classes"]), dtype=compute_dtype(config),
             param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0),
-            **models.options(config.model)))
+            **models.options(config.model)), config, shape))
+    else:
+        model = _as_run_computes(model, config, shape)
 
     load_weights(model, arrays, ckpt)
     k = _num_outputs(model)
@@ -76,8 +79,7 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
     if len(names) != k:
         raise UserError(f"checkpoint {ckpt} names {len(names)} classes but its model has {k} "
                         "outputs: the checkpoint's meta is inconsistent")
-    meta = {**meta, "checkpoint": ckpt,
-            "image_shape": tuple(meta.get("image_shape") or DEFAULT_IMAGE_SHAPE)}
+    meta = {**meta, "checkpoint": ckpt, "image_shape": shape}
     return Run(model, config, names, meta)
 
 
@@ -105,6 +107,15 @@ def load_config(path: str) -> ConfigDict:
 def load_weights(model: nnx.Module, arrays: dict[str, np.ndarray], where: str) -> nnx.Module:
     """Copy every parameter and BatchNorm statistic of `model` from a checkpoint's `arrays`."""
     return checkpoint.copy_into(model, arrays, where)
+
+
+def _as_run_computes(model: nnx.Module, config: ConfigDict, image_shape) -> nnx.Module:
+    """`model` as the run computes it: fake-quantized (quant.mode=qat) or int8 (ptq)."""
+    if not config.quant.mode:
+        return model
+    from jaxcnn import quantize
+    build = quantize.qat if config.quant.mode == "qat" else quantize.structure
+    return build(model, image_shape)
 
 
 def _num_outputs(model: nnx.Module) -> int:

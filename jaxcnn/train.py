@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint, finetune, logs, models, parallel, summary
+from jaxcnn import checkpoint, finetune, logs, models, parallel, prune, quantize, summary
 from jaxcnn.config import check_config, compute_dtype
 from jaxcnn.data import Dataset, load, load_options
 from jaxcnn.data.pipeline import normalize, steps_per_epoch
@@ -110,6 +110,9 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     `config.finetune.init_from` restores a trained backbone into the model.
     """
     check_config(config)
+    if config.quant.mode == "ptq":
+        raise UserError("quant.mode=ptq marks an int8 run written by scripts/quantize.py, which "
+                        "does not train: fine-tune with quant.mode=qat, then quantize again")
     tc = config.train
     # ---- mesh
     mesh = parallel.make_mesh(parallel.select_devices(devices))
@@ -149,14 +152,23 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         raise UserError(f"train.grad_accum_steps={accum} does not divide the {spe} steps of an "
                         f"epoch: use a divisor of {spe}, or another batch size")
     updates = make_schedule(config.optim, spe // accum, tc.epochs)
-    if config.finetune.init_from:
-        finetune.load_backbone(model, config.finetune.init_from)
+    f = config.finetune
+    if f.init_from and f.keep_head:  # the whole trained network goes on: pruning, QAT
+        finetune.load_whole(model, f.init_from, data.class_names)
+        tx = make_train_optimizer(config, updates, model, spe // accum)
+        init_seconds, compile_seconds = 0.0, 0.0
+    elif f.init_from:
+        finetune.load_backbone(model, f.init_from)
         tx = finetune.make_finetune_optimizer(config, updates, spe // accum,
                                               finetune.head_name(model))
         init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
     else:
         tx = make_train_optimizer(config, updates, model, spe // accum)
         init_seconds, compile_seconds = _init_from_data(model, data, config)
+    if config.quant.mode == "qat":
+        model = quantize.qat(model, data.image_shape)
+    if config.prune.sparsity:
+        tx = prune.pruned(tx, config.prune, spe // accum)
     if accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accum)  # the mean of `accum` gradients
     schedule = updates if accum == 1 else (lambda step: updates(step // accum))
