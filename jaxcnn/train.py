@@ -427,9 +427,17 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
         f"{job.mesh.devices.flat[0].platform} device(s); {feed}")
     log(job.model_summary)
     where = saver.directory
-    if config.finetune.init_from and saver.resumed_at is None:
-        log(f"fine-tuning ({config.finetune.mode}) from {config.finetune.init_from}: backbone "
-            f"restored, new head for {data.num_classes} classes")
+    f, p = config.finetune, config.prune
+    if f.init_from and saver.resumed_at is None:
+        log(f"continuing {f.init_from}: every layer restored (finetune.keep_head)" if f.keep_head
+            else f"fine-tuning ({f.mode}) from {f.init_from}: backbone restored, new head for "
+            f"{data.num_classes} classes")
+    if config.quant.mode == "qat":
+        log("quantization-aware training: int8 weights and activations in the forward pass")
+    if p.sparsity:
+        log(f"pruning ({p.scope}) to sparsity {p.sparsity:g} "
+            + (f"at the start of epoch {p.start_epoch + 1}" if p.start_epoch == p.end_epoch else
+               f"from epoch {p.start_epoch + 1} to {p.end_epoch + 1}"))
     if saver.resumed_at is not None and pos.epoch >= tc.epochs:
         log(f"{where}/{saver.resumed_at} already finished all {tc.epochs} epochs: nothing to "
             "train (raise --config.train.epochs to continue, or use another --workdir to start "

@@ -98,6 +98,15 @@ def test_quantize_cli_writes_an_int8_run_that_evaluates_exports_and_serves(digit
     np.testing.assert_allclose(serving.classify(model, data.test_images[:7])["logits"], logits,
                                atol=1e-4)
     assert meta["model"] == "cnn"
+    # scripts/bench_deploy.py measures both runs side by side
+    bench = python("scripts/bench_deploy.py", workdir, out, "--repeats", 2, "--json",
+                   tmp_path / "bench.json")
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["quant_mode"] for r in rows] == ["float32", "ptq"]
+    assert rows[1]["test_accuracy"] == pytest.approx(m["accuracy"], abs=5e-5)
+    assert rows[0]["test_accuracy"] == pytest.approx(f["accuracy"], abs=5e-5)
+    assert rows[1]["artifact_bytes"] < 0.4 * rows[0]["artifact_bytes"]  # int8: 1/4 of float32
     # a second quantization into the same directory is refused; nothing there changes
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     again = python("scripts/quantize.py", workdir, "--out", out)

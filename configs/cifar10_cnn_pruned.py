@@ -1,0 +1,25 @@
+"""One-shot magnitude pruning of a trained seed CNN, then 2 epochs of fine-tuning at a tenth of
+the learning rate (the pruned weights stay 0: jaxcnn/prune.py).
+
+  python scripts/train.py --config configs/cifar10_cnn_pruned.py \
+      --config.data.name=folder:../shared/data/cifar10-jpeg.tar.gz \
+      --config.finetune.init_from=runs/cifar10_cnn --config.prune.sparsity=0.9
+
+Global scope: one magnitude threshold over all kernels, so the 4.19M-weight fc1 (99% of the
+network) gives up most of the zeros and the 864-weight conv1 few. Measured figures: BENCHMARKS.md
+("Pruning"), from results/runs/cifar10_cnn_pruned_*.
+"""
+
+from configs.cifar10_cnn import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.train.epochs = 2
+    c.optim.learning_rate = 1e-4  # fine-tuning: a tenth of the recipe's
+    c.finetune.keep_head = True  # the same 10 classes: the whole trained network goes on
+    c.prune.sparsity = 0.9
+    c.prune.scope = "global"
+    c.prune.start_epoch = 0  # start = end: one shot, before the first fine-tuning step
+    c.prune.end_epoch = 0
+    return c
