@@ -2,17 +2,19 @@
 
     # a server already running (scripts/serve.py) on 127.0.0.1 or localhost:
     python scripts/loadtest.py --url http://127.0.0.1:8000 --images DIR [--concurrency 1,8,32]
-    # or start scripts/serve.py twice, batching on then off, on free ports, the same load each:
+    # or start scripts/serve.py with batching on, then off, on free ports, the same load each:
     python scripts/loadtest.py --serve RUN_OR_EXPORT --images DIR --json out.json
 
-Each concurrency level keeps that many requests in flight (each client sends its next request
-when the last is answered) until `--requests` have been sent or `--seconds` have passed,
-after `concurrency` requests of warm-up that are not counted. Request bodies are the image
-files given (PNG, JPEG: what a client would send), `--images-per-request` per request, as
-multipart (default) or base64 JSON. Reported per level: p50/p95/p99 latency (nearest rank over
-the answered requests), requests/s and images/s (answered in the level's wall time), errors
-(anything but a 200 with one prediction per image), and the server's mean images per compiled
-call. The client shares the machine with the server: on few cores it takes CPU from it.
+Each concurrency level keeps that many requests in flight (each client, on its own keep-alive
+connection, sends its next request when the last is answered) until `--requests` have been
+sent or `--seconds` have passed, after one request per client of warm-up, not counted.
+Request bodies are the image files given (PNG, JPEG: what a client would send),
+`--images-per-request` per request, as multipart (default) or base64 JSON, prepared once.
+Reported per level: p50/p95/p99 latency (nearest rank over the answered requests), requests/s
+and images/s (answered in the level's wall time), errors (anything but a 200 with one
+prediction per image), and the server's mean images per compiled call. `--serve` mode adds
+`--repeats` rounds and a table of medians (min-max). The client shares the machine with the
+server: on few cores it takes CPU from it.
 
 Only 127.0.0.1 and localhost are accepted: this is not a tool for other people's servers.
 """
@@ -46,8 +48,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 class Body(NamedTuple):
-    content: bytes
-    headers: dict
+    content: bytes  # the request body
+    content_type: str
     images: int
 
 
@@ -82,12 +84,55 @@ def bodies(files: list[str], per_request: int, fmt: str) -> list[Body]:
         chosen = [blobs[(i + j) % len(blobs)] for j in range(per_request)]
         if fmt == "json":
             content = json.dumps({"images": [base64.b64encode(b).decode() for _, b in chosen]})
-            out.append(Body(content.encode(), {"content-type": "application/json"}, per_request))
+            out.append(Body(content.encode(), "application/json", per_request))
         else:  # httpx's own multipart encoder, once, not per request
             req = httpx.Request("POST", "http://127.0.0.1/", files=[("file", c) for c in chosen])
-            out.append(Body(req.read(), {"content-type": req.headers["content-type"]},
-                            per_request))
+            out.append(Body(req.read(), req.headers["content-type"], per_request))
     return out
+
+
+def http_request(body: Body, host: str, port: int) -> bytes:
+    """The whole HTTP/1.1 request for `body`: sent as is, again and again."""
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: "
+            f"{body.content_type}\r\nContent-Length: {len(body.content)}\r\n\r\n")
+    return head.encode("latin-1") + body.content
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending prepared requests.
+
+    Not httpx: on a 2-core machine its AsyncClient's CPU per request grew with the number of
+    connections until, at 32, it cost more than the server's own work, and the load test
+    measured itself. This is a write, then the response's head and Content-Length bytes."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        """(status, body) of one request; any failure closes the connection and raises."""
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            fields = head.decode("latin-1").lower().split("\r\n")
+            length = next((int(f.split(":", 1)[1]) for f in fields
+                           if f.startswith("content-length:")), None)
+            if length is None:
+                raise ValueError("a response without Content-Length")
+            body = await self.reader.readexactly(length)
+            if "connection: close" in fields:
+                self.close()
+            return int(fields[0].split()[1]), body
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 # ---------------------------------------------------------------- one level of load
@@ -99,37 +144,35 @@ def percentile(sorted_ms: list[float], p: float) -> float | None:
     return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
 
 
-async def run_level(client, url: str, load: list[Body], concurrency: int, requests: int,
-                    seconds: float, timeout: float) -> dict:
-    """`concurrency` clients in a closed loop, bounded by `requests` and `seconds`."""
-    import httpx
+async def run_level(host: str, port: int, load: list[bytes], images_per_request: int,
+                    concurrency: int, requests: int, seconds: float, timeout: float,
+                    base_url: str) -> dict:
+    """`concurrency` clients in a closed loop, each on its own connection, bounded by
+    `requests` and `seconds`."""
     latencies_ms, errors, samples = [], 0, []
     sent = 0
 
-    async def one(body: Body) -> str | None:
+    async def one(conn: Connection, raw: bytes) -> str | None:
         try:
-            r = await client.post(url, content=body.content, headers=body.headers,
-                                  timeout=timeout)
-        except httpx.HTTPError as e:
+            async with asyncio.timeout(timeout):
+                status, body = await conn.send(raw)
+        except Exception as e:  # noqa: BLE001 - any failure is an error counted, not a crash
             return f"{type(e).__name__}: {e}"[:200]
-        if r.status_code != 200:
-            return f"{r.status_code}: {r.text[:200]}"
+        if status != 200:
+            return f"{status}: {body[:200].decode('utf-8', 'replace')}"
         try:
-            got = len(r.json()["predictions"])
+            got = len(json.loads(body)["predictions"])
         except (ValueError, KeyError, TypeError):
-            return f"200 without predictions: {r.text[:200]}"
-        return None if got == body.images else f"{got} predictions for {body.images} images"
+            return f"200 without predictions: {body[:200].decode('utf-8', 'replace')}"
+        return None if got == images_per_request else f"{got} predictions, not {images_per_request}"
 
-    async def client_loop(warm_up: bool) -> None:
+    async def client_loop(conn: Connection) -> None:
         nonlocal sent, errors
-        if warm_up:  # opens this client's connection; not counted
-            await one(load[0])
-            return
         while sent < requests and time.perf_counter() < deadline:
-            body = load[sent % len(load)]
+            raw = load[sent % len(load)]
             sent += 1
             start = time.perf_counter()
-            error = await one(body)
+            error = await one(conn, raw)
             if error is None:
                 latencies_ms.append((time.perf_counter() - start) * 1000)
             else:
@@ -137,22 +180,26 @@ async def run_level(client, url: str, load: list[Body], concurrency: int, reques
                 if len(samples) < 5:
                     samples.append(error)
 
-    await asyncio.gather(*(client_loop(True) for _ in range(concurrency)))
-    before = await _server_counts(client, url)
+    conns = [Connection(host, port) for _ in range(concurrency)]
+    # warm-up, not counted: opens each connection
+    await asyncio.gather(*(one(c, load[0]) for c in conns))
+    before = await _server_counts(base_url)
     start = time.perf_counter()
     deadline = start + seconds
-    await asyncio.gather(*(client_loop(False) for _ in range(concurrency)))
+    await asyncio.gather(*(client_loop(c) for c in conns))
     wall_s = time.perf_counter() - start
-    after = await _server_counts(client, url)
+    after = await _server_counts(base_url)
+    for c in conns:
+        c.close()
     calls = max(0, after["calls"] - before["calls"])
     per_call = (after["images"] - before["images"]) / calls if calls else None
     ok = len(latencies_ms)
-    images = ok * load[0].images
     latencies_ms.sort()
     return {
         "concurrency": concurrency, "sent": sent, "ok": ok, "errors": errors,
         "error_samples": samples, "seconds": round(wall_s, 3),
-        "requests_per_s": round(ok / wall_s, 2), "images_per_s": round(images / wall_s, 2),
+        "requests_per_s": round(ok / wall_s, 2),
+        "images_per_s": round(ok * images_per_request / wall_s, 2),
         **{f"p{p}_ms": _round(percentile(latencies_ms, p)) for p in (50, 95, 99)},
         "mean_ms": _round(sum(latencies_ms) / ok if ok else None),
         "max_ms": _round(latencies_ms[-1] if ok else None),
@@ -165,34 +212,37 @@ def _round(v):
     return None if v is None else round(v, 3)
 
 
-async def _server_counts(client, url: str) -> dict:
+async def _server_counts(base_url: str) -> dict:
     """The server's call and image counts (zeros if it cannot say: the level's errors will)."""
-    import httpx
     try:
-        r = await client.get(url.replace("/v1/predict", "/v1/metadata"), timeout=30)
-        return r.raise_for_status().json()["batching"]
-    except (httpx.HTTPError, ValueError, KeyError):
+        return (await _metadata(base_url))["batching"]
+    except (UserError, KeyError):
         return {"calls": 0, "images": 0}
 
 
-async def run_levels(base_url: str, load: list[Body], args) -> dict:
+async def _metadata(base_url: str) -> dict:
     import httpx
-    url = base_url.rstrip("/") + "/v1/predict"
-    biggest = max(args.concurrency)
-    limits = httpx.Limits(max_connections=biggest, max_keepalive_connections=biggest)
-    async with httpx.AsyncClient(limits=limits) as client:
-        try:
-            r = await client.get(base_url.rstrip("/") + "/v1/metadata", timeout=30)
-            r.raise_for_status()
-        except httpx.HTTPError as e:
-            raise UserError(f"cannot read {base_url}/v1/metadata ({type(e).__name__}: {e}): "
-                            "start scripts/serve.py there, or fix --url") from None
-        levels = []
-        for c in args.concurrency:
-            levels.append(await run_level(client, url, load, c, args.requests, args.seconds,
-                                          args.timeout))
-            print(_level_line(levels[-1]), flush=True)
-    return {"url": base_url, "server": r.json(), "levels": levels}
+    try:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(base_url + "/v1/metadata", timeout=30)
+            return r.raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise UserError(f"cannot read {base_url}/v1/metadata ({type(e).__name__}: {e}): "
+                        "start scripts/serve.py there, or fix --url") from None
+
+
+async def run_levels(base_url: str, load: list[Body], args) -> dict:
+    base_url = base_url.rstrip("/")
+    u = urllib.parse.urlsplit(base_url)
+    host, port = u.hostname, u.port or 80
+    server = await _metadata(base_url)
+    raw = [http_request(b, host, port) for b in load]
+    levels = []
+    for c in args.concurrency:
+        levels.append(await run_level(host, port, raw, load[0].images, c, args.requests,
+                                      args.seconds, args.timeout, base_url))
+        print(_level_line(levels[-1]), flush=True)
+    return {"url": base_url, "server": server, "levels": levels}
 
 
 def _level_line(lv: dict) -> str:

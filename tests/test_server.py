@@ -493,3 +493,21 @@ def test_a_runs_workdir_is_served_as_its_export_is(digits_run, tmp_path):
 def load_digits_pngs(n: int) -> list[bytes]:
     from jaxcnn.data import load
     return [png(x) for x in load("digits").test_images[:n]]
+
+
+def test_the_committed_load_test_tables_are_what_its_json_makes():
+    """results/loadtest-2026-11-29: the README's tables, and BENCHMARKS.md's once it cites the
+    files, are `compare_table` of the committed raw JSON."""
+    loadtest = _loadtest()
+    results = REPO / "results" / "loadtest-2026-11-29"
+    benchmarks = (REPO / "BENCHMARKS.md").read_text()
+    for name in ("cnn-wait5.json", "cnn-wait0.json"):
+        report = json.loads((results / name).read_text())
+        table = loadtest.compare_table(report["runs"]["on"], report["runs"]["off"])
+        assert table == report["table"]
+        rows = table.splitlines()[2:]
+        docs = [(results / "README.md").read_text()]
+        docs += [benchmarks] if f"loadtest-2026-11-29/{name}" in benchmarks else []
+        for doc in docs:
+            for row in rows:
+                assert row in doc, f"{name}: a document lacks the row {row!r}"
