@@ -34,6 +34,7 @@ import collections
 import contextlib
 import email.message
 import json
+import logging
 import math
 import os
 import time
@@ -57,6 +58,7 @@ from jaxcnn.serving import ServingError
 ENDPOINTS = "POST /v1/predict, GET /v1/metadata, GET /healthz"
 JSON_BODY = 'JSON {"images": ["<base64 image file>", ...], "top_k": 3}'
 MULTIPART_BODY = "multipart/form-data with each image file in a field named 'file'"
+_log = logging.getLogger(__name__)
 
 
 class Settings(NamedTuple):
@@ -151,6 +153,10 @@ def buckets(max_batch: int) -> tuple[int, ...]:
 
 class ShuttingDown(Exception):
     """The batcher is closing: the request came after shutdown began."""
+
+
+class ModelFailed(Exception):
+    """The model call of a batch raised: each of its requests gets this, the server goes on."""
 
 
 class _Waiting(NamedTuple):
@@ -269,9 +275,11 @@ class Batcher:
             probs_BxK = await asyncio.get_running_loop().run_in_executor(
                 self._worker, self.predictor.probabilities, images_BxHxWxC)
         except Exception as e:  # noqa: BLE001 - these requests fail, the server goes on
+            _log.error("the model failed on a batch of %d images", n, exc_info=e)
+            first = (str(e).splitlines() or [""])[0][:300]
             for w in batch:
                 if not w.result.done():
-                    w.result.set_exception(e)
+                    w.result.set_exception(ModelFailed(f"{type(e).__name__}: {first}"))
             return
         self.calls += 1
         self.images += n
@@ -322,7 +330,7 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 def _from_json(body: bytes, max_images: int) -> _Images:
     try:
         doc = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise BadRequest(400, f"the body is not valid JSON ({e}): send {JSON_BODY}") from None
     if not isinstance(doc, dict) or "images" not in doc:
         raise BadRequest(400, f"the JSON has no 'images' field: send {JSON_BODY}")
@@ -398,8 +406,9 @@ def _top_k(value, num_classes: int):
     """top_k as an int in 1..K (default min(3, K)), or a 422 naming the range."""
     if value is None:
         return min(3, num_classes)
-    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
-        value = int(value)
+    if isinstance(value, str) and len(value) <= 10:
+        with contextlib.suppress(ValueError):
+            value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= num_classes:
         raise BadRequest(422, f"top_k must be an integer from 1 to {num_classes} (the model's "
                          f"classes), got {str(value)[:40]!r}")
@@ -495,7 +504,7 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> Starle
                 Route("/healthz", healthz, methods=["GET"])],
         exception_handlers={BadRequest: _bad_request, HTTPException: _http_error,
                             ShuttingDown: _shutting_down, ClientDisconnect: _client_gone,
-                            Exception: _internal_error},
+                            ModelFailed: _model_failed, Exception: _internal_error},
         lifespan=lifespan)
     app.state.batcher, app.state.warm_up_s = batcher, warm_up_s
     return app
@@ -525,6 +534,11 @@ async def _client_gone(request: Request, e: ClientDisconnect) -> JSONResponse:
     return _error(400, "the client closed the connection before the body was complete")
 
 
+async def _model_failed(request: Request, e: ModelFailed) -> JSONResponse:
+    return _error(500, f"the model failed ({e}): see the server's log")
+
+
 async def _internal_error(request: Request, e: Exception) -> JSONResponse:
+    """Anything else: a bug; Starlette logs its traceback after this answer."""
     first = (str(e).splitlines() or [""])[0][:300]
-    return _error(500, f"the model failed ({type(e).__name__}: {first}): see the server's log")
+    return _error(500, f"the server failed ({type(e).__name__}: {first}): see its log")
