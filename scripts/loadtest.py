@@ -22,6 +22,7 @@ Only 127.0.0.1 and localhost are accepted: this is not a tool for other people's
 import argparse
 import asyncio
 import base64
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -32,6 +33,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -255,27 +257,38 @@ def _level_line(lv: dict) -> str:
 # ---------------------------------------------------------------- servers started here
 
 def start_server(path: str, extra: list[str], timeout_s: float) -> tuple[subprocess.Popen, str]:
-    """scripts/serve.py on a free port of 127.0.0.1, once it listens; (process, base URL)."""
+    """scripts/serve.py on a free port of 127.0.0.1, once it listens; (process, base URL).
+
+    Its log goes to a temporary file, not a pipe nobody reads while it serves."""
     cmd = [sys.executable, os.path.join(REPO, "scripts", "serve.py"), path, "--host",
            "127.0.0.1", "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout_s)
     found = re.search(r" on (http://127\.0\.0\.1:\d+)", lines[0] if lines else "")
     if not found:
-        proc.kill()
-        err = proc.communicate(timeout=30)[1].strip().splitlines()
-        raise UserError(f"scripts/serve.py {' '.join(extra)} did not start within {timeout_s} s "
+        if not reader.is_alive():  # its stdout closed: it is exiting
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        why = (f"exited with code {proc.poll()}" if proc.poll() is not None
+               else f"did not listen within {timeout_s} s")
+        stop_server(proc, timeout_s=0)
+        log.seek(0)
+        err = log.read().strip().splitlines()
+        raise UserError(f"scripts/serve.py {path} {' '.join(extra)} {why} "
                         f"({err[-1] if err else 'no error message'})")
+    log.close()  # the server keeps writing to it; only a failed start reads it
     print(lines[0].strip(), flush=True)
     return proc, found.group(1)
 
 
 def stop_server(proc: subprocess.Popen, timeout_s: float = 60) -> int:
     """SIGTERM, then its exit code (killed after `timeout_s`: -9)."""
-    proc.terminate()
+    if proc.poll() is None:
+        proc.terminate()
     try:
         proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
