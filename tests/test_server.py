@@ -225,6 +225,11 @@ def test_shutdown_answers_waiting_requests_then_refuses(predictor):
         assert (await waiting).shape == (1, 3)
         with pytest.raises(server.ShuttingDown):
             await batcher.predict(np.zeros((1, *SHAPE), np.uint8))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            for r in (await c.get("/healthz"),
+                      await c.post("/v1/predict", files=[("file", ("ok.png", ONE))])):
+                assert r.status_code == 503 and "shutting down" in r.json()["error"]
 
     asyncio.run(scenario())
 
@@ -262,6 +267,10 @@ BAD = {
         "content-type": "multipart/form-data"}}, 400, "has no boundary"),
     "empty_multipart": ("POST", "/v1/predict", {"content": b"garbage", "headers": {
         "content-type": "multipart/form-data; boundary=abc"}}, 400, "no image"),
+    "multipart_unreadable": ("POST", "/v1/predict", {"content": b"--abc\r\nContent-Disposition: "
+                             b"form-data\r\n\r\nx\r\n--abc--\r\n", "headers": {
+                                 "content-type": "multipart/form-data; boundary=abc"}}, 400,
+                             "the multipart body cannot be read"),
     "json_no_images": ("POST", "/v1/predict", {"json": {"image": [ONE_B64]}}, 400,
                        "no 'images' field"),
     "json_unknown_field": ("POST", "/v1/predict", {"json": {"images": [ONE_B64], "topk": 2}},
