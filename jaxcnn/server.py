@@ -423,7 +423,8 @@ def _decode(images: _Images, predictor: Predictor, max_pixels: int) -> np.ndarra
         try:
             out_NxHxWxC[i] = serving.decode_image(blob, (w, h), name=name, channels=c,
                                                   max_pixels=max_pixels,
-                                                  limit_name="the server's --max-image-pixels")
+                                                  limit_name="the server's --max-image-pixels",
+                                                  fix="send a complete image file")
         except ServingError as e:
             raise BadRequest(422, str(e)) from None
     return out_NxHxWxC

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 from jax import export
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 ARTIFACT = "model.jax_export"
 METADATA = "model.json"
@@ -146,11 +146,15 @@ def prepare(paths_or_images, image_shape_HxWxC, *,
 
 # Orientations 5..8 turn the image by 90 degrees: the stored width is the upright height.
 _QUARTER_TURNS = (5, 6, 7, 8)
+FIX_FILE = "replace or remove the file"  # what to do about an image that does not decode
+# Bytes that Pillow does not recognise: its own message would name the BytesIO they were read
+# through ("cannot identify image file <_io.BytesIO object at 0x...>").
+NOT_AN_IMAGE = "not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
 
 
 def decode_image(source, size_WxH: tuple[int, int] | None = None, *, name: str | None = None,
                  channels: int = 3, max_pixels: int = MAX_IMAGE_PIXELS,
-                 limit_name: str = "max_image_pixels") -> np.ndarray:
+                 limit_name: str = "max_image_pixels", fix: str = FIX_FILE) -> np.ndarray:
     """uint8 HxWxC (C = `channels`: 3 for RGB, 1 for grey) from a path, bytes or Pillow image.
 
     The steps, in order:
@@ -164,18 +168,20 @@ def decode_image(source, size_WxH: tuple[int, int] | None = None, *, name: str |
       a resize to `size_WxH` with Pillow's bilinear filter (antialiased when shrinking).
 
     An unreadable, truncated or oversized image raises ServingError naming `name` (default: the
-    path) and, for size, `limit_name`, the setting that raises the limit.
+    path) and, for size, `limit_name`, the setting that raises the limit; an unreadable one
+    ends with `fix`, what to do about it (the server asks for another file).
     """
     if name is None:
         name = "image" if isinstance(source, (bytes, Image.Image)) else os.fspath(source)
     if isinstance(source, Image.Image):  # the caller's image: read, never closed or changed
-        return _convert(source, size_WxH, name, channels, max_pixels, limit_name)
-    with open_image(source, name=name, max_pixels=max_pixels, limit_name=limit_name) as im:
-        return _convert(im, size_WxH, name, channels, max_pixels, limit_name)
+        return _convert(source, size_WxH, name, channels, max_pixels, limit_name, fix)
+    with open_image(source, name=name, max_pixels=max_pixels, limit_name=limit_name,
+                    fix=fix) as im:
+        return _convert(im, size_WxH, name, channels, max_pixels, limit_name, fix)
 
 
 def open_image(source, *, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
-               limit_name: str = "max_image_pixels") -> Image.Image:
+               limit_name: str = "max_image_pixels", fix: str = FIX_FILE) -> Image.Image:
     """The image at `source` (path or bytes), opened lazily: header read and size checked,
     pixels not decoded yet. Close it (use `with`)."""
     try:
@@ -183,8 +189,9 @@ def open_image(source, *, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
     except Image.DecompressionBombError as e:  # Pillow's own, lower limit: the same error
         raise ServingError(f"image {name} is too large to decode ({e}): shrink it") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise ServingError(f"cannot decode image {name} ({e}): replace or remove the "
-                           "file") from None
+        if isinstance(source, bytes) and isinstance(e, UnidentifiedImageError):
+            raise ServingError(f"cannot decode image {name}: {NOT_AN_IMAGE}: {fix}") from None
+        raise ServingError(f"cannot decode image {name} ({e}): {fix}") from None
     try:
         _check_pixels(im, name, max_pixels, limit_name)
     except ServingError:
@@ -212,7 +219,7 @@ def _check_pixels(im: Image.Image, name: str, max_pixels: int, limit_name: str) 
 
 
 def _convert(im: Image.Image, size_WxH, name: str, channels: int, max_pixels: int,
-             limit_name: str) -> np.ndarray:
+             limit_name: str, fix: str) -> np.ndarray:
     _check_pixels(im, name, max_pixels, limit_name)  # before load(): nothing decoded yet
     try:
         im.load()  # decode now, so that a truncated file fails inside this try
@@ -225,8 +232,7 @@ def _convert(im: Image.Image, size_WxH, name: str, channels: int, max_pixels: in
         if size_WxH is not None and im.size != tuple(size_WxH):
             im = im.resize(tuple(size_WxH), Image.Resampling.BILINEAR)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ServingError(f"cannot decode image {name} ({e}): replace or remove the "
-                           "file") from None
+        raise ServingError(f"cannot decode image {name} ({e}): {fix}") from None
     pixels = np.asarray(im)
     return pixels if channels == 3 else pixels[..., None]
 

@@ -313,6 +313,22 @@ BAD = {
 }
 
 
+def test_an_image_that_does_not_decode_is_named_and_asked_for_again(client):
+    """Pillow names the BytesIO it read a request's bytes through: the 422 says what is wrong
+    with the image instead, and what to send."""
+    not_an_image = ("cannot decode image {}: not an image Pillow can read (PNG, JPEG, GIF, BMP, "
+                    "TIFF, WebP, ...): send a complete image file")
+    for kwargs, name in ((_files(b"hello"), "file 0 ('x0.png')"),
+                         ({"json": {"images": [ONE_B64, "aGVsbG8="]}}, "images[1]")):
+        r = client.post("/v1/predict", **kwargs)
+        assert r.status_code == 422 and r.json() == {"error": not_an_image.format(name)}
+    r = client.post("/v1/predict", **_files(_image((16, 16, 3), truncate=True)))
+    error = r.json()["error"]
+    assert r.status_code == 422 and "object at 0x" not in error and "BytesIO" not in error
+    assert error.startswith("cannot decode image file 0 ('x0.png') (")
+    assert error.endswith("): send a complete image file"), error
+
+
 @pytest.mark.parametrize("name", BAD)
 def test_a_bad_request_is_a_4xx_json_line_and_the_server_goes_on(client, name):
     method, path, kwargs, status, phrase = BAD[name]
