@@ -1,7 +1,7 @@
 """The HTTP prediction service: a Starlette app whose requests share compiled calls.
 
     predictor = server.load_predictor("runs/digits_cnn/export")  # or a run's workdir
-    app = server.create_app(predictor, server.Settings(max_batch=32, max_wait_ms=5))
+    app = server.create_app(predictor, server.Settings(max_batch=32, max_wait_ms=0))
     # uvicorn.run(app, ...); scripts/serve.py does this, with signals and one-line errors
 
 Endpoints:
@@ -16,30 +16,25 @@ Every image is decoded by `serving.decode_image`, the decoder training uses, so 
 the pixels a training image would. Bad requests get a 4xx `{"error": "<one line>"}` and leave
 the server as it was (the README's table lists the codes).
 
-Dynamic batching (`Batcher`): requests that arrive within `max_wait_ms` of the first waiting
-one are stacked, up to `max_batch` images, into one call of the model. Each call's batch is
-padded up to a bucket (the powers of two below `max_batch`, and `max_batch`), and every bucket
-is compiled before the app exists, so nothing compiles under load. The model runs on one worker
-thread, off the event loop, which keeps reading, decoding and answering meanwhile.
+Requests share calls of the model through `batching.Batcher` (whose docstring says how and
+why): requests that wait while the model is busy go in one call, padded to one of a few batch
+sizes, every one of which is compiled before the app exists, so nothing compiles under load.
 
-Serving an export imports only `jaxcnn.serving` (jax, numpy, Pillow) from jaxcnn; a run's
-workdir brings in `jaxcnn.inference` and `jaxcnn.export` (flax) when, and only when, one is
-served.
+Serving an export imports only `jaxcnn.serving` (jax, numpy, Pillow) and `jaxcnn.batching`
+(numpy) from jaxcnn; a run's workdir brings in `jaxcnn.inference` and `jaxcnn.export` (flax)
+when, and only when, one is served.
 """
 
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import email.message
 import json
-import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -52,19 +47,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jaxcnn import serving
+from jaxcnn import batching, serving
 from jaxcnn.serving import ServingError
 
 ENDPOINTS = "POST /v1/predict, GET /v1/metadata, GET /healthz"
 JSON_BODY = 'JSON {"images": ["<base64 image file>", ...], "top_k": 3}'
 MULTIPART_BODY = "multipart/form-data with each image file in a field named 'file'"
-_log = logging.getLogger(__name__)
 
 
 class Settings(NamedTuple):
     """How the server batches and what it accepts (scripts/serve.py's flags)."""
     max_batch: int = 32  # images per compiled call; buckets are powers of two up to it
-    max_wait_ms: float = 5.0  # how long the first waiting request waits for company
+    # How long the first waiting request waits for company. 0: the batch is what waited while
+    # the model was busy (batching.py says why that is the default).
+    max_wait_ms: float = 0.0
     batching: bool = True  # False: every request runs alone (still bucketed)
     max_images: int = 32  # images per request
     max_body_bytes: int = 8 * 2**20  # per request, checked from Content-Length and while reading
@@ -143,153 +139,24 @@ def _from_run(path: str) -> Predictor:
                      facts)
 
 
-# ---------------------------------------------------------------- dynamic batching
-
-def buckets(max_batch: int) -> tuple[int, ...]:
-    """The batch sizes compiled: powers of two below `max_batch`, then `max_batch`."""
-    return tuple(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch) + (
-        max_batch,)
-
-
-class ShuttingDown(Exception):
-    """The batcher is closing: the request came after shutdown began."""
-
-
-class ModelFailed(Exception):
-    """The model call of a batch raised: each of its requests gets this, the server goes on."""
-
-
-class _Waiting(NamedTuple):
-    images_NxHxWxC: np.ndarray  # N <= max_batch
-    result: asyncio.Future  # float32 NxK probabilities
-    arrived: float  # loop time
-
-
-class Batcher:
-    """Stacks waiting requests into one model call, runs it on a worker thread, hands each its
-    rows. FIFO: a request never waits behind later ones, and requests larger than `max_batch`
-    are cut into pieces of `max_batch`."""
-
-    def __init__(self, predictor: Predictor, settings: Settings):
-        self.predictor, self.settings = predictor, settings
-        self.buckets = buckets(settings.max_batch)
-        self.calls = self.images = self.padding = 0  # since start: what /v1/metadata reports
-        self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._queued_images = 0
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._closing = False
-        self._worker: ThreadPoolExecutor | None = None
-
-    def warm_up(self) -> float:
-        """Compile every bucket (seconds taken): nothing compiles while requests wait."""
-        start = time.perf_counter()
-        for b in self.buckets:
-            x = np.zeros((b, *self.predictor.image_shape), np.uint8)
-            try:
-                out = self.predictor.probabilities(x)
-            except Exception as e:  # noqa: BLE001 - e.g. an artifact lowered for another platform
-                first = (str(e).splitlines() or [type(e).__name__])[0][:300]
-                raise ServingError(f"the model fails on a batch of {b} images "
-                                   f"({type(e).__name__}: {first}): export it for this "
-                                   f"machine's platform ({jax.default_backend()})") from None
-            if out.shape != (b, len(self.predictor.class_names)):
-                raise ServingError(f"the model gives {out.shape} for {b} images, not "
-                                   f"({b}, {len(self.predictor.class_names)}): export it again")
-        return time.perf_counter() - start
-
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
-
-    async def start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="jaxcnn-model")
-        self._task = asyncio.create_task(self._loop())
-
-    async def close(self) -> None:
-        """Refuse new requests, finish every waiting one, stop the worker."""
-        self._closing = True
-        if self._task is not None:
-            self._wakeup.set()
-            await self._task
-            self._worker.shutdown(wait=True)
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    async def predict(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
-        """float32 NxK probabilities of `images_NxHxWxC`, computed with other waiting requests."""
-        if self._closing or self._task is None:
-            raise ShuttingDown
-        loop = asyncio.get_running_loop()
-        b = self.settings.max_batch
-        pieces = []
-        for i in range(0, len(images_NxHxWxC), b):
-            pieces.append(_Waiting(images_NxHxWxC[i:i + b], loop.create_future(), loop.time()))
-            self._waiting.append(pieces[-1])
-            self._queued_images += len(pieces[-1].images_NxHxWxC)
-        self._wakeup.set()
-        return np.concatenate(await asyncio.gather(*(p.result for p in pieces)))
-
-    async def _loop(self) -> None:
-        while True:
-            if not self._waiting:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._run(await self._collect())
-
-    async def _collect(self) -> list[_Waiting]:
-        """The next batch: the first waiting request, then as many of the following ones as
-        fit, once `max_batch` images wait or `max_wait_ms` after the first one arrived."""
-        s, loop = self.settings, asyncio.get_running_loop()
-        if s.batching:
-            deadline = self._waiting[0].arrived + s.max_wait_ms / 1000
-            while self._queued_images < s.max_batch and not self._closing:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), left)
-        batch = [self._waiting.popleft()]
-        n = len(batch[0].images_NxHxWxC)
-        while (s.batching and self._waiting
-               and n + len(self._waiting[0].images_NxHxWxC) <= s.max_batch):
-            batch.append(self._waiting.popleft())
-            n += len(batch[-1].images_NxHxWxC)
-        self._queued_images -= n
-        return batch
-
-    async def _run(self, batch: list[_Waiting]) -> None:
-        n = sum(len(w.images_NxHxWxC) for w in batch)
-        b = next(size for size in self.buckets if size >= n)
+def warm_up(predictor: Predictor, batch_sizes: tuple[int, ...]) -> float:
+    """Compile every batch size (seconds taken), so that nothing compiles while requests wait;
+    a ServingError if the model fails on one or gives the wrong shape."""
+    start = time.perf_counter()
+    k = len(predictor.class_names)
+    for b in batch_sizes:
+        x = np.zeros((b, *predictor.image_shape), np.uint8)
         try:
-            # padded to the bucket: one of the compiled shapes
-            pad_PxHxWxC = np.zeros((b - n, *self.predictor.image_shape), np.uint8)
-            images_BxHxWxC = np.concatenate([w.images_NxHxWxC for w in batch] + [pad_PxHxWxC])
-            probs_BxK = await asyncio.get_running_loop().run_in_executor(
-                self._worker, self.predictor.probabilities, images_BxHxWxC)
-        except Exception as e:  # noqa: BLE001 - these requests fail, the server goes on
-            _log.error("the model failed on a batch of %d images", n, exc_info=e)
-            first = (str(e).splitlines() or [""])[0][:300]
-            for w in batch:
-                if not w.result.done():
-                    w.result.set_exception(ModelFailed(f"{type(e).__name__}: {first}"))
-            return
-        self.calls += 1
-        self.images += n
-        self.padding += b - n
-        start = 0
-        for w in batch:
-            rows = len(w.images_NxHxWxC)
-            if not w.result.done():  # done: the client went away
-                w.result.set_result(probs_BxK[start:start + rows])
-            start += rows
+            out = predictor.probabilities(x)
+        except Exception as e:  # noqa: BLE001 - e.g. an artifact lowered for another platform
+            first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+            raise ServingError(f"the model fails on a batch of {b} images "
+                               f"({type(e).__name__}: {first}): export it for this "
+                               f"machine's platform ({jax.default_backend()})") from None
+        if out.shape != (b, k):
+            raise ServingError(f"the model gives {out.shape} for {b} images, not ({b}, {k}): "
+                               "export it again")
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- reading a request
@@ -440,8 +307,10 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> Starle
     shutdown it answers every waiting request before the worker stops.
     """
     settings = (settings or Settings()).check()
-    batcher = Batcher(predictor, settings)
-    warm_up_s = batcher.warm_up()
+    batcher = batching.Batcher(predictor.probabilities, predictor.image_shape,
+                               max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                               enabled=settings.batching)
+    warm_up_s = warm_up(predictor, batcher.buckets)
     names = predictor.class_names
 
     async def predict(request: Request) -> JSONResponse:
@@ -504,8 +373,8 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> Starle
                 Route("/v1/metadata", metadata, methods=["GET"]),
                 Route("/healthz", healthz, methods=["GET"])],
         exception_handlers={BadRequest: _bad_request, HTTPException: _http_error,
-                            ShuttingDown: _shutting_down, ClientDisconnect: _client_gone,
-                            ModelFailed: _model_failed, Exception: _internal_error},
+                            batching.ShuttingDown: _shutting_down, ClientDisconnect: _client_gone,
+                            batching.ModelFailed: _model_failed, Exception: _internal_error},
         lifespan=lifespan)
     app.state.batcher, app.state.warm_up_s = batcher, warm_up_s
     return app
@@ -527,7 +396,7 @@ async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
     return response
 
 
-async def _shutting_down(request: Request, e: ShuttingDown) -> JSONResponse:
+async def _shutting_down(request: Request, e: batching.ShuttingDown) -> JSONResponse:
     return _error(503, "the server is shutting down: send the request to another instance")
 
 
@@ -535,7 +404,7 @@ async def _client_gone(request: Request, e: ClientDisconnect) -> JSONResponse:
     return _error(400, "the client closed the connection before the body was complete")
 
 
-async def _model_failed(request: Request, e: ModelFailed) -> JSONResponse:
+async def _model_failed(request: Request, e: batching.ModelFailed) -> JSONResponse:
     return _error(500, f"the model failed ({e}): see the server's log")
 
 

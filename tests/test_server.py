@@ -1,4 +1,5 @@
-"""The HTTP prediction service: endpoints, batching, bad requests, shutdown, the load test.
+"""The HTTP prediction service: endpoints, batching through the app, bad requests, shutdown,
+the load test. The batcher on its own: tests/test_batching.py.
 
 The fast set runs the app in process (Starlette's TestClient, httpx's ASGI transport) on a
 tiny hand-made export: a linear layer over the pixels, exported with jax.export as
@@ -31,7 +32,7 @@ from jax import export as jax_export
 from PIL import Image
 from starlette.testclient import TestClient
 
-from jaxcnn import server, serving
+from jaxcnn import batching, server, serving
 from jaxcnn.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -178,19 +179,6 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_rows(predictor, ti
         _close(r.json()["predictions"], _expected(tiny, [p], 3))
 
 
-def test_without_batching_each_request_runs_alone_in_its_bucket(predictor, tiny):
-    counting, sizes = _counting(predictor)
-    app = server.create_app(counting, server.Settings(max_batch=4, batching=False))
-    sizes.clear()
-    paths = tiny[1]
-    seven = paths + paths[:2]
-    responses = asyncio.run(_concurrently(app, [_multipart(paths[:1]), _multipart(paths[1:2]),
-                                                _multipart(seven)]))
-    assert sorted(sizes) == [1, 1, 4, 4]  # 7 images: a piece of 4 and one of 3, padded to 4
-    assert app.state.batcher.padding == 1 and app.state.batcher.calls == 4
-    _close(responses[2].json()["predictions"], _expected(tiny, seven, 3))
-
-
 def test_a_failing_model_call_is_a_500_json_line_and_the_next_call_works(predictor):
     failures = []
 
@@ -223,7 +211,7 @@ def test_shutdown_answers_waiting_requests_then_refuses(predictor):
         await batcher.close()  # does not wait out the 5 s: closing runs what waits
         assert time.perf_counter() - start < 2
         assert (await waiting).shape == (1, 3)
-        with pytest.raises(server.ShuttingDown):
+        with pytest.raises(batching.ShuttingDown):
             await batcher.predict(np.zeros((1, *SHAPE), np.uint8))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -358,19 +346,21 @@ def test_settings_out_of_range_are_refused(field, value):
         server.Settings(**{field: value}).check()
 
 
-def test_buckets_are_powers_of_two_up_to_max_batch():
-    assert server.buckets(1) == (1,) and server.buckets(32) == (1, 2, 4, 8, 16, 32)
-    assert server.buckets(12) == (1, 2, 4, 8, 12)
-
-
-def test_serving_an_export_imports_nothing_of_jaxcnn_but_serving():
-    """Module-level imports of server.py: an export needs no flax (a run imports it lazily)."""
-    tree = ast.parse((REPO / "jaxcnn" / "server.py").read_text())
+def _imports(module: str) -> set[str]:
+    """The names a jaxcnn module imports at module level, as `package.module.name`."""
+    tree = ast.parse((REPO / "jaxcnn" / f"{module}.py").read_text())
     names = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    names |= {f"{n.module}.{a.name}" for n in tree.body if isinstance(n, ast.ImportFrom)
-              for a in n.names}
-    ours = {n for n in names if n.split(".")[0] in ("jaxcnn", "flax", "optax", "orbax")}
-    assert ours == {"jaxcnn.serving", "jaxcnn.serving.ServingError"}, ours
+    return names | {f"{n.module}.{a.name}" for n in tree.body if isinstance(n, ast.ImportFrom)
+                    for a in n.names}
+
+
+def test_serving_an_export_imports_nothing_of_jaxcnn_but_serving_and_batching():
+    """An export needs no flax (a run's workdir imports it lazily), and the batcher no jax."""
+    ours = ("jaxcnn", "flax", "optax", "orbax")
+    got = {n for n in _imports("server") if n.split(".")[0] in ours}
+    assert got == {"jaxcnn.batching", "jaxcnn.serving", "jaxcnn.serving.ServingError"}, got
+    got = {n for n in _imports("batching") if n.split(".")[0] in (*ours, "jax")}
+    assert got == set(), got
 
 
 def _loadtest():
