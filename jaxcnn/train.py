@@ -185,7 +185,8 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
         platform = mesh.devices.flat[0].platform
         feed = DeviceFeed(data, tc.batch_size, mesh,
-                          steps_per_call(tc.steps_per_call, platform, config.model.name),
+                          steps_per_call(tc.steps_per_call, platform, config.model.name,
+                                         xla_convolutions=config.quant.mode == "qat"),
                           tc.drop_remainder)
     else:
         feed = HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
