@@ -1,6 +1,8 @@
 """Magnitude pruning (jaxcnn/prune.py): masks, the cubic schedule, the Optax wrapper, and pruned
 training that resumes exactly."""
 
+import gzip
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from conftest import QUIET, small_digits
 from flax import nnx
 from ml_collections import ConfigDict
 
-from jaxcnn import prune, train_and_evaluate
+from jaxcnn import evaluation, export, inference, prune, serving, train_and_evaluate
 from jaxcnn.config import default_config
 
 
@@ -110,3 +112,18 @@ def test_one_shot_pruning_of_a_trained_run_then_fine_tuning(tmp_path):
     assert prune.sparsity_of(nnx.state(result.model, nnx.Param))["total"] == pytest.approx(
         0.9, abs=1e-4)
     assert result.final["test_accuracy"] > 0.5
+    # the pruned run loads, evaluates as trained, and exports with its zeros (which compress)
+    run = inference.load_run(str(tmp_path / "pruned"))
+    m = evaluation.evaluate(run.model, data.test_images, data.test_labels, run.config)
+    assert m["accuracy"] == pytest.approx(result.final["test_accuracy"], abs=1e-6)
+    sizes = {}
+    for name in ("base", "pruned"):
+        out = tmp_path / f"{name}_export"
+        export.export_run(inference.load_run(str(tmp_path / name)), str(out), platforms=("cpu",))
+        sizes[name] = len(gzip.compress((out / export.ARTIFACT).read_bytes()))
+        if name == "pruned":
+            logits = serving.classify(serving.load(str(out)), data.test_images[:5])["logits"]
+            np.testing.assert_allclose(
+                logits, inference.predict_logits(run.model, data.test_images[:5], run.config),
+                atol=1e-5)
+    assert sizes["pruned"] < 0.5 * sizes["base"], sizes
