@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
           f"{quantize.stored_bytes(q.model):,} bytes of weights (float: "
           f"{quantize.stored_bytes(run.model):,}); calibrated on {len(rows)} training images")
     accuracy = {}
-    for name, r in (("float", run), ("int8", q)):
+    source = "qat" if run.config.quant.mode == "qat" else "float"  # qat: fake-quantized
+    for name, r in ((source, run), ("int8", q)):
         m = evaluation.evaluate(r.model, data.test_images, data.test_labels, r.config)
         accuracy[name] = m["accuracy"]
         print(f"{name} test_accuracy={m['accuracy']:.4f} test_loss={m['loss']:.4f}")
