@@ -75,34 +75,46 @@ def export_run(run: Run, out_dir: str, *, platforms=PLATFORMS, tta_level: int | 
     except ValueError as e:  # e.g. an unknown platform name
         raise UserError(f"cannot export for platforms {', '.join(platforms)}: "
                         f"{str(e).splitlines()[0]}") from None
-    mean, std, _ = cfg.preprocess
     blob = bytes(exported.serialize())
-    meta = {
-        "format": "jax.export",
-        "artifact": ARTIFACT,
+    meta = {**describe(run, cfg, blob, ARTIFACT, "jax.export", "the artifact"),
+            "platforms": list(exported.platforms),
+            "calling_convention_version": exported.calling_convention_version,
+            "jaxlib_version": jaxlib.__version__}
+    write(out_dir, ARTIFACT, blob, meta)
+    return meta
+
+
+def describe(run: Run, cfg, blob: bytes, artifact: str, fmt: str, inside: str) -> dict:
+    """model.json's fields of every format: what the file is, what it takes and gives, where it
+    comes from (`inside`: where the normalisation is, "the artifact" or "the graph")."""
+    h, w, c = (int(d) for d in run.meta["image_shape"])
+    mean, std, _ = cfg.preprocess
+    return {
+        "format": fmt,
+        "artifact": artifact,
         "artifact_sha256": hashlib.sha256(blob).hexdigest(),
         "class_names": list(run.class_names),
         "image_shape": [h, w, c],
         "input_dtype": "uint8",
-        "input": "images uint8 BxHxWxC, RGB, 0..255; any batch size B >= 1",
+        "input": "images: uint8 BxHxWxC, RGB, 0..255; any batch size B >= 1",
         "outputs": {"logits": "float32 BxK", "probabilities": "float32 BxK, softmax of logits"},
         "mean": list(mean), "std": list(std),
-        "normalization": "inside the artifact: (x / 255 - mean) / std",
+        "normalization": f"inside {inside}: (x / 255 - mean) / std",
         "tta_level": cfg.tta_level,
         "resize": "bilinear (Pillow), after conversion to RGB",
-        "platforms": list(exported.platforms),
-        "calling_convention_version": exported.calling_convention_version,
         "jax_version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
         "exported_on": datetime.date.today().isoformat(),
         "model": run.config.model.name,
         "checkpoint": run.meta.get("checkpoint"),
         "step": run.meta.get("step"),
     }
+
+
+def write(out_dir: str, artifact: str, blob: bytes, meta: dict) -> None:
+    """The model file and its model.json, each written whole or not at all."""
     os.makedirs(out_dir, exist_ok=True)
-    ownership.write_atomic(os.path.join(out_dir, ARTIFACT), blob)
+    ownership.write_atomic(os.path.join(out_dir, artifact), blob)
     ownership.write_atomic(os.path.join(out_dir, METADATA), json.dumps(meta, indent=2) + "\n")
-    return meta
 
 
 def _refuse_onnx_export(out_dir: str) -> None:

@@ -24,10 +24,7 @@ Needs the `deploy` extra (jax2onnx, onnx, onnxruntime); without it, one line say
 """
 
 import contextlib
-import datetime
-import hashlib
 import importlib.metadata
-import json
 import logging
 import os
 import pathlib
@@ -38,9 +35,8 @@ import numpy as np
 from jax import export as jax_export
 from jax.extend import core as jax_core
 
-from jaxcnn import ownership
 from jaxcnn.errors import UserError
-from jaxcnn.export import inference_fn
+from jaxcnn.export import describe, inference_fn, write
 from jaxcnn.inference import Run, predict_logits
 from jaxcnn.models import layers
 
@@ -84,35 +80,13 @@ def export_run(run: Run, out_dir: str, *, tta_level: int | None = None,
                         f"{run.config.model.name!r} ({str(e).splitlines()[0][:200]})") from None
     blob = proto.SerializeToString()
     check = _check(blob, run, cfg.tta_level)
-    mean, std, _ = cfg.preprocess
-    meta = {
-        "format": "onnx",
-        "artifact": ARTIFACT,
-        "artifact_sha256": hashlib.sha256(blob).hexdigest(),
-        "class_names": list(run.class_names),
-        "image_shape": [h, w, c],
-        "input_dtype": "uint8",
-        "input": f"{INPUT}: uint8 BxHxWxC, RGB, 0..255; any batch size B >= 1",
-        "outputs": {"logits": "float32 BxK",
-                    "probabilities": "float32 BxK, softmax of logits"},
-        "mean": list(mean), "std": list(std),
-        "normalization": "inside the graph: (x / 255 - mean) / std",
-        "tta_level": cfg.tta_level,
-        "resize": "bilinear (Pillow), after conversion to RGB",
-        "opset": opset,
-        "check": check,
-        "jax2onnx_version": _version("jax2onnx"),
-        "onnx_version": onnx.__version__,
-        "onnxruntime_version": ort.__version__,
-        "jax_version": jax.__version__,
-        "exported_on": datetime.date.today().isoformat(),
-        "model": run.config.model.name,
-        "checkpoint": run.meta.get("checkpoint"),
-        "step": run.meta.get("step"),
-    }
-    os.makedirs(out_dir, exist_ok=True)
-    ownership.write_atomic(os.path.join(out_dir, ARTIFACT), blob)
-    ownership.write_atomic(os.path.join(out_dir, METADATA), json.dumps(meta, indent=2) + "\n")
+    meta = {**describe(run, cfg, blob, ARTIFACT, "onnx", "the graph"),
+            "opset": opset,
+            "check": check,
+            "jax2onnx_version": _version("jax2onnx"),
+            "onnx_version": onnx.__version__,
+            "onnxruntime_version": ort.__version__}
+    write(out_dir, ARTIFACT, blob, meta)
     return meta
 
 
