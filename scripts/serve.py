@@ -32,6 +32,12 @@ from jaxcnn.errors import UserError  # noqa: E402
 
 def main(argv: list[str]) -> int:
     from absl import app, flags
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError("serving needs Starlette and uvicorn: pip install -e '.[deploy]'"
+                        ) from None
 
     from jaxcnn import server
     from jaxcnn.serving import ServingError

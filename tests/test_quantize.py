@@ -26,6 +26,8 @@ def _images(n, seed=0, shape=(32, 32, 3)):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, kwargs, float_leaves", [
     ("cnn", dict(width=4, hidden=16), 0),
+    ("resnet20", {}, 0),  # BatchNorm, identity (zero-padded) shortcuts
+    ("resnet18", dict(widths=(8, 16, 32, 64)), 0),  # projection shortcuts
     # airbench's whitening kernel is data-derived (not a Param) and stays float: 3x2x2x24
     ("airbench", dict(widths=(8, 8, 8)), 2 * 2 * 3 * 24),
 ])
