@@ -40,7 +40,6 @@ from jaxcnn.data.pipeline import normalize
 from jaxcnn.errors import UserError
 from jaxcnn.models.layers import xla_convolutions
 
-MODES = ("", "qat", "ptq")  # quant.mode: float, fake-quantized training, an int8 PTQ run
 SKIP = "whiten"  # module paths matching this stay float (airbench's data-derived whitening)
 CALIBRATION_BATCH = 250
 
