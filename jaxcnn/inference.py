@@ -68,7 +68,7 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
         # them first would be wasted work, seconds of it for a big model on a CPU.
         model = nnx.eval_shape(lambda: _as_run_computes(models.create(
             meta["model"], num_classes=int(meta["num_classes"]), dtype=compute_dtype(config),
-            param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0),
+            param_dtype=config.model.param_dtype, rngs=nnx.Rngs(0), image_shape=shape,
             **models.options(config.model)), config, shape))
     else:
         model = _as_run_computes(model, config, shape)

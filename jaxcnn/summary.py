@@ -11,8 +11,6 @@ jaxcnn runs some 3x3 convolutions as matmuls) and takes in elementwise ops; for 
 reports 18,946,058 on CPU against the analytic 19,615,744.
 """
 
-import functools
-import inspect
 import math
 from typing import NamedTuple
 
@@ -108,18 +106,8 @@ def table(model: nnx.Module, image_shape_HxWxC: tuple[int, int, int]) -> str:
 def abstract_model(name: str, num_classes: int, image_shape_HxWxC: tuple[int, int, int]
                    ) -> nnx.Module:
     """Model `name` with shapes but no values (nothing initialised), sized for the images."""
-    h, w, c = image_shape_HxWxC
-    cls = models.MODELS.get(name)
-    cls = cls.func if isinstance(cls, functools.partial) else cls  # ResNet20 = partial(ResNet..)
-    # the class's __init__: NNX's metaclass hides the class's own signature
-    accepts = inspect.signature(cls.__init__).parameters if cls else {}
-    kwargs = {"in_channels": c} if "in_channels" in accepts else {}
-    if "image_size" in accepts:  # its first dense layer is sized for the image
-        if h != w:
-            raise UserError(f"model {name} takes square images, got {h}x{w}: give --image NxNxC")
-        kwargs["image_size"] = h
     return nnx.eval_shape(lambda: models.create(name, num_classes=num_classes, rngs=nnx.Rngs(0),
-                                                **kwargs))
+                                                image_shape=image_shape_HxWxC))
 
 
 def parse_image_shape(text: str) -> tuple[int, int, int]:

@@ -140,6 +140,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         model = models.create(config.model.name, num_classes=data.num_classes,
                               dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
                               rngs=nnx.Rngs(jax.random.fold_in(key, 0)),
+                              image_shape=data.image_shape,
                               **models.options(config.model))
     if not tc.drop_remainder and _has_batch_norm(model):
         raise UserError(f"train.drop_remainder=false pads the last batch, and the padding would "

@@ -68,8 +68,10 @@ def test_other_image_shapes_and_bad_ones():
     s = summary.summarize(summary.abstract_model("cnn", 10, (28, 28, 1)), (28, 28, 1))
     assert s.layers[0].shapes["kernel"] == (3, 3, 1, 32)
     assert s.layers[2].shapes["kernel"] == (7 * 7 * 64, 1024)
-    with pytest.raises(UserError, match="takes square images"):
-        summary.abstract_model("cnn", 10, (28, 30, 1))
+    wide = summary.summarize(summary.abstract_model("cnn", 10, (28, 40, 1)), (28, 40, 1))
+    assert wide.layers[2].shapes["kernel"] == (7 * 10 * 64, 1024)  # H/4 x W/4 x 64
+    with pytest.raises(UserError, match="at least 4x4 pixels"):
+        summary.abstract_model("cnn", 10, (3, 8, 1))
     with pytest.raises(UserError, match="not HxWxC"):
         summary.parse_image_shape("32x32")
     assert summary.parse_image_shape("28x28x1") == (28, 28, 1)

@@ -1,4 +1,7 @@
-"""Models by name: `create("cnn", num_classes=10, rngs=nnx.Rngs(0))`."""
+"""Models by name: `create("cnn", num_classes=10, rngs=nnx.Rngs(0), image_shape=(32, 32, 3))`."""
+
+import functools
+import inspect
 
 import jax.numpy as jnp
 from flax import nnx
@@ -20,15 +23,36 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 
 def create(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype="float32",
-           param_dtype="float32", **kwargs) -> nnx.Module:
-    """Build model `name` for `num_classes`; `dtype` is the compute dtype, `param_dtype` storage."""
+           param_dtype="float32", image_shape: tuple[int, int, int] | None = None,
+           **kwargs) -> nnx.Module:
+    """Build model `name` for `num_classes`; `dtype` is the compute dtype, `param_dtype` storage.
+
+    `image_shape` (H, W, C) sizes the model for its data: `in_channels=C` and `image_size=(H, W)`
+    go to the constructor when it takes them (the seed CNN's first dense layer depends on H x W;
+    models that pool globally only need C). None: the constructor's defaults (32x32 RGB).
+    """
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))} "
                         "(--config.model.name)")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if image_shape is not None:
+        kwargs = {**shape_options(name, image_shape), **kwargs}
     return MODELS[name](num_classes, dtype=dtype_of(dtype), param_dtype=dtype_of(param_dtype),
                         rngs=rngs, **kwargs)
+
+
+def shape_options(name: str, image_shape: tuple[int, int, int]) -> dict:
+    """The constructor arguments of model `name` that size it for (H, W, C) images."""
+    h, w, c = (int(d) for d in image_shape)
+    cls = MODELS[name]
+    cls = cls.func if isinstance(cls, functools.partial) else cls  # ResNet20 = partial(ResNet..)
+    # the class's __init__: NNX's metaclass hides the class's own signature
+    accepts = inspect.signature(cls.__init__).parameters
+    out = {"in_channels": c} if "in_channels" in accepts else {}
+    if "image_size" in accepts:
+        out["image_size"] = (h, w)
+    return out
 
 
 def register(name: str):
@@ -77,4 +101,4 @@ def dtype_of(d):
 
 
 __all__ = ["Airbench", "CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create",
-           "dtype_of", "options", "register"]
+           "dtype_of", "options", "register", "shape_options"]

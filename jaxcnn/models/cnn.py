@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcnn.errors import UserError
 from jaxcnn.models.layers import (
     conv_general_dilated,
     max_pool_2x2,
@@ -35,11 +36,15 @@ class CNN(nnx.Module):
     HEAD = "fc2"  # the classifier layer, which fine-tuning replaces
 
     def __init__(self, num_classes: int = 10, *, width: int = 32, hidden: int = 1024,
-                 image_size: int = 32, in_channels: int = 3, dtype=jnp.float32,
+                 image_size: int | tuple[int, int] = 32, in_channels: int = 3, dtype=jnp.float32,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.conv1 = _conv(in_channels, width, dtype, param_dtype, rngs)
         self.conv2 = _conv(width, 2 * width, dtype, param_dtype, rngs)
-        flat = (image_size // 4) ** 2 * 2 * width
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if h < 4 or w < 4:
+            raise UserError(f"the cnn model needs images of at least 4x4 pixels (two 2x2 "
+                            f"poolings), got {h}x{w}: set data.image_size larger")
+        flat = (h // 4) * (w // 4) * 2 * width
         self.fc1 = _dense(flat, hidden, dtype, param_dtype, rngs)
         self.fc2 = _dense(hidden, num_classes, dtype, param_dtype, rngs)
 
