@@ -58,6 +58,8 @@ def get_config():
     c.optim.schedule = "airbench"  # 0.2 -> 1 x lr over 23% of the steps, then down to 0.07 x lr
     c.optim.lookahead_every = 5  # every 5 steps reset the weights to their running average
     #                              (weight 0.95**5 x (step/total)**3); 0 = off
+    c.optim.lookahead_start_epochs = 3  # ... from the 4th epoch on (airbench94's start_epochs),
+    #                                     and copy the average back after each epoch
 
     c.train.epochs = 10
     c.train.batch_size = 1024  # the learning rate and weight decay above are per 1024 examples

@@ -80,7 +80,9 @@ def make_train_optimizer(config: ConfigDict, schedule: optax.Schedule, model: nn
         `bias_scaler`), their L2 coefficient / this: the decay step does not grow with it.
     optim.whiten_bias_epochs  parameters of modules with `OPTIM_GROUP = "whiten"` (airbench's
         whitening bias) learn for the first N epochs only, then never move again; 0 = always.
-    optim.lookahead_every  wrap everything in `lookahead.lookahead` (airbench's weight averaging).
+    optim.lookahead_every  wrap everything in `lookahead.lookahead` (airbench94's weight
+        averaging: every N steps from epoch `optim.lookahead_start_epochs` on, and a copy-back
+        after each epoch); 0 = off.
     """
     o = config.optim
     lr_scale, wd = 1.0, o.weight_decay
@@ -109,7 +111,8 @@ def make_train_optimizer(config: ConfigDict, schedule: optax.Schedule, model: nn
     if len(groups) > 1:
         tx = optax.multi_transform(groups, param_labels(model, tuple(groups)))
     if o.lookahead_every:
-        tx = lookahead(tx, o.lookahead_every, steps_per_epoch * config.train.epochs)
+        tx = lookahead(tx, o.lookahead_every, steps_per_epoch, config.train.epochs,
+                       o.lookahead_start_epochs)
     return tx
 
 

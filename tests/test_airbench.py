@@ -186,26 +186,101 @@ def test_optimizer_groups_in_airbench_units(tiny_model):
     assert np.abs(value(updates, "head", "kernel")).max() > 0
 
 
-def test_lookahead_matches_airbench_loop():
-    """airbench: every 5 steps ema.lerp_(p, 1 - decay); p = ema; after the last step p = ema."""
-    total, every, lr = 12, 5, 0.1
-    tx = lookahead.lookahead(optax.sgd(lr), every, total)
-    p = {"w": jnp.asarray([1.0, -2.0])}
+class _AirbenchLookahead:
+    """airbench94.py's `LookaheadState`, in numpy: a copy of every float tensor of the network,
+    lerped towards it and copied back into it."""
+
+    def __init__(self, net):
+        self.net_ema = {k: v.copy() for k, v in net.items()}
+
+    def update(self, net, decay):
+        for ema_param, net_param in zip(self.net_ema.values(), net.values(), strict=True):
+            ema_param += (1 - decay) * (net_param - ema_param)  # .lerp_(net_param, 1 - decay)
+            net_param[...] = ema_param  # net_param.copy_(ema_param)
+
+
+def _airbench_loop(net, grad, epochs, steps_per_epoch, lr, momentum, every, start_epochs):
+    """The weights after each step of airbench94.py's `main` loop (its lookahead lines), with
+    torch.optim.SGD(momentum) as the optimizer: every epoch, every step."""
+    total_train_steps = epochs * steps_per_epoch
+    buf = {k: np.zeros_like(v) for k, v in net.items()}
+    lookahead_state, current_steps, history = None, 0, []
+    for epoch in range(epochs):
+        for _ in range(steps_per_epoch):
+            g = grad(net, current_steps)
+            for k in net:  # optimizer.step(): buf = m * buf + g; p -= lr * buf
+                buf[k] = momentum * buf[k] + g[k]
+                net[k] -= lr * buf[k]
+            current_steps += 1
+            if epoch >= start_epochs and current_steps % every == 0:
+                if lookahead_state is None:
+                    lookahead_state = _AirbenchLookahead(net)
+                else:
+                    base_rho = 0.95 ** every
+                    rho = base_rho * (current_steps / total_train_steps) ** 3.0
+                    lookahead_state.update(net, decay=rho)
+            if current_steps >= total_train_steps:
+                break
+            if current_steps % steps_per_epoch:
+                history.append({k: v.copy() for k, v in net.items()})
+        if lookahead_state is not None:
+            lookahead_state.update(net, decay=1.0)  # copy back after each epoch
+        history.append({k: v.copy() for k, v in net.items()})
+    return history
+
+
+def test_lookahead_is_airbench94s():
+    """jaxcnn's optimizer with lookahead, step for step against airbench94.py's own loop
+    (KellerJordan/cifar10-airbench: class LookaheadState and the `ema` lines of main): no
+    averaging before epoch `start`, the average created at the first multiple of `every` from
+    then on, synced every `every` steps with the cubic decay, copied back after every epoch."""
+    epochs, spe, every, start, lr, m = 6, 4, 3, 2, 0.05, 0.5
+    # steps 1-8 plain; 9 creates the average; 12, 15, 18, 21 sync; 12, 16, 20, 24 copy back
+    c = get_config()
+    c.optim.name, c.optim.learning_rate, c.optim.momentum, c.optim.nesterov = "sgd", lr, m, False
+    c.optim.schedule, c.optim.weight_decay, c.optim.decoupled_hparams = "constant", 0.0, False
+    c.optim.bias_lr_scale, c.optim.whiten_bias_epochs = 1.0, 0
+    c.optim.lookahead_every, c.optim.lookahead_start_epochs = every, start
+    c.train.epochs = epochs
+    tx = optim.make_train_optimizer(c, optim.make_schedule(c.optim, spe, epochs), None, spe)
+
+    targets = np.random.default_rng(0).normal(size=(epochs * spe, 3, 2))
+
+    def grad(net, step):  # 0.5 |w - target_step|^2 + 0.5 b^2 x |w|^2: moves, and not linearly
+        w, b = net["w"], net["b"]
+        return {"w": w - targets[step] + b[0] ** 2 * w, "b": b * (w ** 2).sum()}
+
+    init = {"w": np.ones((3, 2)), "b": np.asarray([0.5, -1.0])}
+    want = _airbench_loop({k: v.copy() for k, v in init.items()}, grad, epochs, spe, lr, m,
+                          every, start)
+    p = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
     state = tx.init(p)
-    ref_p, ref_ema = np.asarray([1.0, -2.0]), np.asarray([1.0, -2.0])
-    for step in range(1, total + 1):
-        g = {"w": p["w"] - 3.0}  # a gradient that depends on the weights
-        ref_p = ref_p - lr * (ref_p - 3.0)
-        if step % every == 0:
-            d = 0.95 ** 5 * (step / total) ** 3
-            ref_ema = d * ref_ema + (1 - d) * ref_p
-            ref_p = ref_ema.copy()
-        if step == total:
-            ref_p = ref_ema.copy()
-        updates, state = tx.update(g, state, p)
+    update = jax.jit(tx.update)
+    for step in range(epochs * spe):
+        updates, state = update(grad({k: np.asarray(v, np.float64) for k, v in p.items()}, step),
+                                state, p)
         p = optax.apply_updates(p, updates)
-        np.testing.assert_allclose(p["w"], ref_p, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
-    assert not np.allclose(ref_p, [1.0, -2.0])  # it moved
+        for k in p:  # float32 here against float64 there, over 24 steps
+            np.testing.assert_allclose(p[k], want[step][k], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{k} after step {step + 1}")
+    # the lookahead did act: without it the weights end elsewhere
+    plain = _airbench_loop({k: v.copy() for k, v in init.items()}, grad, epochs, spe, lr, m,
+                           every, epochs)
+    assert np.abs(plain[-1]["w"] - want[-1]["w"]).max() > 1e-2
+
+
+def test_lookahead_starting_after_the_run_leaves_the_optimizer_alone():
+    """The 2-epoch CPU cut of the airbench recipe (start 3) never averages."""
+    inner = optax.sgd(0.1, momentum=0.85, nesterov=True)
+    tx = lookahead.lookahead(inner, every=5, steps_per_epoch=4, epochs=2, start_epochs=3)
+    p = {"w": jnp.asarray([1.0, -2.0])}
+    s, s_inner = tx.init(p), inner.init(p)
+    for step in range(8):
+        g = {"w": p["w"] - step}
+        u, s = tx.update(g, s, p)
+        u_inner, s_inner = inner.update(g, s_inner, p)
+        np.testing.assert_array_equal(u["w"], u_inner["w"])
+        p = optax.apply_updates(p, u)
 
 
 @pytest.fixture(scope="module")
