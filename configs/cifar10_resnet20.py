@@ -9,6 +9,17 @@ Measured (2-core AMD EPYC CPU, jax 0.10.2, 2026-11-29), one epoch of the 30:
 training (419 img/s), 2 min 41 s end to end; `results/runs/cifar10_resnet20_8ep/metrics.jsonl`:
 test_accuracy 0.7914 after 8 epochs (`--config.train.epochs=8`, on a machine shared with other
 jobs, so its times are not the recipe's). The full 30 epochs have not been run here.
+
+Changes from the source (He et al. 2016, "Deep Residual Learning for Image Recognition",
+sec. 4.2: SGD with momentum 0.9, batch 128, learning rate 0.1 divided by 10 at 32k and 48k
+iterations, 64k iterations, weight decay 1e-4, 4-pixel pad + random crop + flip, per-pixel mean
+subtracted); the network is the paper's (jaxcnn/models/resnet.py):
+- batch 512, peak learning rate 0.2 with a one-cycle schedule over 30 epochs (paper: batch
+  128, 0.1 in steps, 64k iterations = 164 epochs of 50,000 images);
+- Nesterov momentum (paper: plain momentum);
+- weight decay 5e-4, as L2 on every parameter (paper: 1e-4);
+- label smoothing 0.1 (paper: none);
+- inputs normalised by the per-channel mean and std (paper: per-pixel mean subtracted).
 """
 
 from configs.cifar10_cnn import get_config as base_config

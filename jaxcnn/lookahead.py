@@ -17,9 +17,12 @@ and the lines of `main` that call it), with t the 1-based optimizer step of T in
     the BatchNorm running means and variances (not the integer `num_batches_tracked`), and
     touches nothing in the optimizer (SGD's momentum buffers carry on).
 Here the same happens in terms of optimizer steps, with T = steps per epoch x epochs (whole
-epochs: jaxcnn's 10 epochs are 480 steps). One difference: only the parameters are averaged.
-The BatchNorm statistics live outside the optimizer (the train step updates them), and with
-airbench's BatchNorm momentum 0.6 they follow the weights within a few steps anyway.
+epochs: jaxcnn's 10 epochs are 480 steps). One difference: only the parameters are averaged,
+since the BatchNorm statistics live outside the optimizer (the train step updates them). During
+training that fades within a few steps (BatchNorm momentum 0.6), but an evaluation right after
+a copy-back, the final one included, sees the averaged weights with the statistics of the last
+few batches' weights, where airbench94 averages those too. Matching it would need the train
+step (jaxcnn/steps.py) to hand the statistics to the lookahead.
 
 `optax.lookahead` is not this: its slow-weight step size is constant, it wants its parameters
 wrapped in `LookaheadParams`, and it has no start or epoch resets. This is a plain optax wrapper
