@@ -13,11 +13,13 @@ import functools
 from typing import NamedTuple
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
 from jaxcnn import parallel
 from jaxcnn.data import Dataset
 from jaxcnn.data.pipeline import Batch, HostBatches, epoch_order, steps_per_epoch
+from jaxcnn.errors import UserError
 from jaxcnn.steps import (
     StepConfig,
     TrainState,
@@ -177,3 +179,107 @@ def _jit_host_step(cfg: StepConfig, batch_sh, repl):
     return jax.jit(functools.partial(train_batch_step, cfg=cfg),
                    in_shardings=(repl, repl, batch_sh, repl, repl, repl),
                    out_shardings=(repl, repl), donate_argnums=(0, 1))
+
+
+class StreamFeed:
+    """Batches of records decoded in Grain workers (`jaxcnn/data/stream.py`), one per call.
+
+    The order is `epoch_order`'s, as in the other feeds (same (epoch, step): same batch, on a
+    resume too). Each process reads only its rows of every global batch, and the global batch
+    is assembled on the mesh from the processes' parts; the next batch is copied to the devices
+    while the current step runs. Its position goes into the checkpoint (`position`), with the
+    records' digest, and `resume` checks it: the Grain iterator is rebuilt from the (epoch,
+    step) it names, since the order is a function of the seed and the epoch.
+    """
+
+    per_call = 1
+
+    def __init__(self, loader, batch_size: int, mesh: Mesh, drop_remainder: bool = True):
+        self.loader, self.batch_size = loader, batch_size
+        self.n = len(loader.records)
+        self.drop_remainder = drop_remainder
+        self.steps = steps_per_epoch(self.n, batch_size, drop_remainder)
+        n_proc, proc = jax.process_count(), jax.process_index()
+        self.mine = slice(proc * batch_size // n_proc, (proc + 1) * batch_size // n_proc)
+        self._batch_sh, self._repl = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+        self._batches, self._ahead = None, None  # the epoch's iterator; ((epoch, i), Batch)
+        self._digest = None
+
+    def local_order(self, keys: RunKeys, epoch: int) -> np.ndarray:
+        """This process's record indices of `epoch`, step by step: int64 steps x local batch."""
+        perm = np.asarray(epoch_order(keys.data, epoch, self.n, self.steps, self.batch_size))
+        return perm.reshape(self.steps, self.batch_size)[:, self.mine]
+
+    def _epoch(self, keys: RunKeys, epoch: int, start: int):
+        order = self.local_order(keys, epoch)
+        rows = np.arange(self.steps * self.batch_size).reshape(self.steps, -1)[:, self.mine]
+        host = self.loader.epoch(order.reshape(-1), order.shape[1], start)
+        try:
+            for i, part in zip(range(start, self.steps), host, strict=True):
+                if part["bad"].any():  # raised when step i is taken, not while prefetched
+                    yield (epoch, i), self.loader.explain(part, f"streaming epoch {epoch + 1}, "
+                                                                f"step {i}")
+                    return
+                arrays = [part["image"], part["label"], part["index"].astype(np.int32)]
+                if not self.drop_remainder:
+                    arrays.append((rows[i] < self.n).astype(np.float32))  # padding rows: 0
+                yield (epoch, i), Batch(*(
+                    jax.make_array_from_process_local_data(
+                        self._batch_sh, np.array(a), (self.batch_size,) + a.shape[1:])
+                    for a in arrays))
+        finally:
+            getattr(host, "close", lambda: None)()  # stop the epoch's workers
+
+    def _batch(self, epoch: int, i: int, keys: RunKeys) -> Batch:
+        if self._ahead is None or self._ahead[0] != (epoch, i):  # new epoch, or a resume
+            if self._batches is not None:
+                self._batches.close()
+            self._batches = self._epoch(keys, epoch, i)
+            self._ahead = next(self._batches)
+        batch = self._ahead[1]
+        if isinstance(batch, UserError):
+            raise batch
+        # the next batch: its decode and copy overlap the step about to run
+        self._ahead = next(self._batches, None) if i + 1 < self.steps else None
+        return batch
+
+    def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
+                cfg: StepConfig, keys: RunKeys) -> tuple[TrainState, dict]:
+        for j in range(i, i + n):
+            batch = self._batch(epoch, j, keys)
+            state, sums = _jit_host_step(cfg, self._batch_sh, self._repl)(
+                state, sums, batch, epoch, j, keys.aug)
+        return state, sums
+
+    def compile(self, state: TrainState, lengths, cfg: StepConfig, keys: RunKeys) -> None:
+        sums = jax.device_put(initial_train_sums(), self._repl)
+        b, shape = self.batch_size, tuple(self.loader.decode.image_shape)
+        specs = [((b, *shape), np.uint8), ((b,), np.int32), ((b,), np.int32)]
+        if not self.drop_remainder:
+            specs.append(((b,), np.float32))
+        batch = Batch(*(jax.ShapeDtypeStruct(s, d, sharding=self._batch_sh) for s, d in specs))
+        _jit_host_step(cfg, self._batch_sh, self._repl).lower(
+            state, sums, batch, 0, 0, keys.aug).compile()
+
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = self.loader.records.digest()
+        return self._digest
+
+    def position(self, epoch: int, step_in_epoch: int) -> dict:
+        """The stream's state for a checkpoint: where the next batch starts, and which records."""
+        return {"epoch": epoch, "next_step": step_in_epoch, "records": self.n,
+                "digest": self.digest(), "order": "epoch_order"}
+
+    def resume(self, saved: dict | None, epoch: int, step_in_epoch: int, where: str) -> None:
+        """Check a checkpoint's stream state against this stream; the next `advance` rebuilds
+        the Grain iterator at (`epoch`, `step_in_epoch`)."""
+        if saved is None:
+            raise UserError(f"{where} was saved by a run whose data was in memory: resume it "
+                            "with data.on_device=auto or yes, or start a new --workdir")
+        now = self.position(epoch, step_in_epoch)
+        if {k: saved.get(k) for k in now} != now:
+            raise UserError(f"{where} was saved by a run streaming other records "
+                            f"({saved.get('records')} then, {self.n} now, or other files): "
+                            "stream the same data to resume, or start a new --workdir")
+        self._ahead = None

@@ -1,0 +1,131 @@
+"""Streamed data (jaxcnn/data/stream.py, feeds.StreamFeed, scripts/convert.py): the same
+batches as the in-memory path, disjoint and complete shards per process, exact resume, an
+unreadable image mid-epoch, the ArrayRecord copy, two processes."""
+
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn import parallel
+from jaxcnn.data import load, stream
+from jaxcnn.errors import UserError
+from jaxcnn.feeds import HostFeed, RunKeys, StreamFeed
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+import convert  # noqa: E402
+
+CLASSES = ("zero", "one", "two")
+TRAIN, TEST = 14, 4  # per class
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> pathlib.Path:
+    """train/<class>/NN.png and test/<class>/NN.png from the digits: lossless, 32x32 RGB."""
+    d = load("digits")
+    root = tmp_path_factory.mktemp("stream") / "digits3"
+    for split, images, labels, per in (("train", d.train_images, d.train_labels, TRAIN),
+                                       ("test", d.test_images, d.test_labels, TEST)):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for k, i in enumerate(np.flatnonzero(labels == c)[:per]):
+                Image.fromarray(images[i]).save(root / split / name / f"{k:02d}.png")
+    return root
+
+
+def _stream_feed(folder, tmp_path, batch_size=8, drop_remainder=False, workers=0):
+    source = stream.open_stream(f"folder:{folder}", cache_dir=tmp_path / "cache")
+    loader = stream.Loader(source.train, source.image_shape, workers=workers)
+    mesh = parallel.make_mesh(jax.devices())
+    return StreamFeed(loader, batch_size, mesh, drop_remainder), source
+
+
+def _feeds(folder, tmp_path, batch_size=8, drop_remainder=False, workers=0):
+    data = load(f"folder:{folder}", cache_dir=tmp_path / "cache")
+    feed, source = _stream_feed(folder, tmp_path, batch_size, drop_remainder, workers)
+    mesh = parallel.make_mesh(jax.devices())
+    return HostFeed(data, batch_size, mesh, drop_remainder), feed, data, source
+
+
+def _host(batch) -> list[np.ndarray]:
+    return [np.asarray(a) for a in batch if a is not None]
+
+
+def test_streamed_batches_are_the_in_memory_batches(image_folder, tmp_path):
+    host, streamed, data, source = _feeds(image_folder, tmp_path)
+    assert source.image_shape == data.image_shape == (32, 32, 3)
+    assert source.class_names == data.class_names == tuple(sorted(CLASSES))
+    np.testing.assert_array_equal(source.train.labels, data.train_labels)
+    assert streamed.steps == host.steps == 6  # 42 images, batches of 8, the last one padded
+    keys = RunKeys.of(jax.random.key(3))
+    for epoch in (0, 1):
+        for i in range(streamed.steps):
+            a, b = _host(host._batch(epoch, i, keys)), _host(streamed._batch(epoch, i, keys))
+            assert len(a) == len(b) == 4  # image, label, index, mask
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_array_equal(x, y)
+    # a resume mid-epoch: the Grain iterator restarts at the step, same batch
+    np.testing.assert_array_equal(_host(streamed._batch(1, 4, keys))[0],
+                                  _host(host._batch(1, 4, keys))[0])
+    assert streamed._batch(1, 5, keys).mask.sum() == 2  # 42 - 5 x 8 real rows
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_process_shards_are_disjoint_and_cover_each_epoch(image_folder, tmp_path, processes):
+    feed, _ = _stream_feed(image_folder, tmp_path, batch_size=6, drop_remainder=True)
+    keys = RunKeys.of(jax.random.key(0))
+    for epoch in (0, 1):
+        parts = []
+        for p in range(processes):
+            feed.mine = slice(p * 6 // processes, (p + 1) * 6 // processes)
+            parts.append(feed.local_order(keys, epoch))
+        every = np.concatenate([o.reshape(-1) for o in parts])
+        np.testing.assert_array_equal(np.sort(every), np.arange(42))  # each image once
+        feed.mine = slice(0, 6)  # one process: its batches are the parts side by side
+        np.testing.assert_array_equal(np.concatenate(parts, axis=1), feed.local_order(keys, epoch))
+    assert not np.array_equal(feed.local_order(keys, 0), feed.local_order(keys, 1))
+
+
+def test_an_unreadable_image_mid_epoch_stops_with_its_name(image_folder, tmp_path):
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(image_folder, broken)
+    bad = broken / "train" / "one" / "03.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    feed, source = _stream_feed(broken, tmp_path)
+    keys = RunKeys.of(jax.random.key(3))
+    order = feed.local_order(keys, 0).reshape(-1)
+    row = source.train.paths.index(str(bad))
+    step = int(np.flatnonzero(order == row)[0]) // 8
+    for i in range(step):  # the batches before it stream as usual
+        feed._batch(0, i, keys)
+    with pytest.raises(UserError, match=rf"streaming epoch 1, step {step}: .*03\.png.*"
+                                        r"replace the file"):
+        feed._batch(0, step, keys)
+
+
+def test_array_record_copy_streams_the_folder(image_folder, tmp_path):
+    index = convert.convert(str(image_folder), str(tmp_path / "ar"), shards=3)
+    assert index["splits"]["train"]["per_class"] == [TRAIN] * 3
+    assert json.loads((tmp_path / "ar" / "dataset.json").read_text()) == index
+    src = stream.open_stream(f"arrayrecord:{tmp_path / 'ar'}")
+    ref = stream.open_stream(f"folder:{image_folder}")
+    assert (src.class_names, src.image_shape) == (ref.class_names, ref.image_shape)
+    for a, b in ((src.train, ref.train), (src.test, ref.test)):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert [a[i] for i in range(len(a))] == [b[i] for i in range(len(b))]
+        x, y = stream.Loader(a, src.image_shape).all(16)
+        np.testing.assert_array_equal(x, stream.Loader(b, ref.image_shape).all(16)[0])
+        np.testing.assert_array_equal(y, b.labels)
+
+
+def test_streaming_refuses_in_memory_sources_and_bad_shards(tmp_path):
+    with pytest.raises(UserError, match="cannot be streamed"):
+        stream.open_stream("digits")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UserError, match="scripts/convert.py"):
+        stream.open_stream(f"arrayrecord:{tmp_path / 'x'}")
