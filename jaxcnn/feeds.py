@@ -213,7 +213,7 @@ class StreamFeed:
     def _epoch(self, keys: RunKeys, epoch: int, start: int):
         order = self.local_order(keys, epoch)
         rows = np.arange(self.steps * self.batch_size).reshape(self.steps, -1)[:, self.mine]
-        host = self.loader.epoch(order.reshape(-1), order.shape[1], start)
+        host = self.loader.epoch(order.reshape(-1), order.shape[1], start, epoch)
         try:
             for i, part in zip(range(start, self.steps), host, strict=True):
                 if part["bad"].any():  # raised when step i is taken, not while prefetched
@@ -245,13 +245,19 @@ class StreamFeed:
 
     def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
                 cfg: StepConfig, keys: RunKeys) -> tuple[TrainState, dict]:
+        cfg = self._device_step(cfg)
         for j in range(i, i + n):
             batch = self._batch(epoch, j, keys)
             state, sums = _jit_host_step(cfg, self._batch_sh, self._repl)(
                 state, sums, batch, epoch, j, keys.aug)
         return state, sums
 
+    def _device_step(self, cfg: StepConfig) -> StepConfig:
+        """Images augmented in the workers are not cropped or flipped again on the device."""
+        return cfg._replace(crop_padding=0, flip=False) if self.loader.augments else cfg
+
     def compile(self, state: TrainState, lengths, cfg: StepConfig, keys: RunKeys) -> None:
+        cfg = self._device_step(cfg)
         sums = jax.device_put(initial_train_sums(), self._repl)
         b, shape = self.batch_size, tuple(self.loader.decode.image_shape)
         specs = [((b, *shape), np.uint8), ((b,), np.int32), ((b,), np.int32)]

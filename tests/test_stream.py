@@ -129,3 +129,57 @@ def test_streaming_refuses_in_memory_sources_and_bad_shards(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(UserError, match="scripts/convert.py"):
         stream.open_stream(f"arrayrecord:{tmp_path / 'x'}")
+
+
+def test_host_augmentation_is_fixed_by_seed_epoch_and_record(image_folder, tmp_path):
+    from jaxcnn.config import default_config
+    from jaxcnn.data import transforms
+    c = default_config()
+    c.data.crop_padding, c.data.flip, c.data.random_resized_crop = 4, True, (0.5, 1.0)
+    source = stream.open_stream(f"folder:{image_folder}", cache_dir=tmp_path / "cache")
+    loader = stream.Loader(source.train, source.image_shape, seed=7,
+                           transform=transforms.train_transform(c, source.image_shape))
+    assert loader.augments
+    order = np.arange(len(source.train))[::-1]
+    whole = list(loader.epoch(order, 8, epoch=2))
+    later = list(loader.epoch(order, 8, start=3, epoch=2))  # a resume at step 3
+    for a, b in zip(whole[3:], later, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    # another order (other processes, another batch size): each record's pixels are the same
+    again = loader.decode.at(2)
+    np.testing.assert_array_equal(again(order[5])["image"], whole[0]["image"][5])
+    other_epoch = loader.decode.at(3)(order[5])["image"]
+    assert not np.array_equal(other_epoch, whole[0]["image"][5])
+    plain = stream.Decode(source.train, source.image_shape)(order[5])["image"]
+    assert not np.array_equal(plain, whole[0]["image"][5])  # it was augmented
+
+
+@pytest.mark.slow
+def test_grain_worker_processes_decode_the_same_batches(image_folder, tmp_path):
+    _, feed0, _, _ = _feeds(image_folder, tmp_path, workers=0)
+    _, feed2, _, _ = _feeds(image_folder, tmp_path, workers=2)
+    keys = RunKeys.of(jax.random.key(5))
+    for epoch, first in ((0, 0), (1, 3)):  # an epoch, then a resume mid-epoch: 2 worker starts
+        for i in range(first, feed0.steps):
+            for x, y in zip(_host(feed0._batch(epoch, i, keys)),
+                            _host(feed2._batch(epoch, i, keys)), strict=True):
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_a_prepared_tfds_set_streams_as_it_loads(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    import subprocess
+
+    from test_data import _PREPARE_TINY_TFDS
+    data_dir = tmp_path / "tfds"
+    subprocess.run([sys.executable, "-c", _PREPARE_TINY_TFDS, str(data_dir)], check=True,
+                   capture_output=True, timeout=120)
+    src = stream.open_stream(f"tfds:jaxcnn_tiny:{data_dir}", cache_dir=tmp_path / "c")
+    ref = load(f"tfds:jaxcnn_tiny:{data_dir}", cache_dir=tmp_path / "c")
+    assert (src.class_names, src.image_shape) == (ref.class_names, (4, 4, 3))
+    for records, images, labels in ((src.train, ref.train_images, ref.train_labels),
+                                    (src.test, ref.test_images, ref.test_labels)):
+        x, y = stream.Loader(records, src.image_shape).all()
+        np.testing.assert_array_equal(x, images)
+        np.testing.assert_array_equal(y, labels)

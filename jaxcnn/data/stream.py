@@ -44,6 +44,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxcnn.data import cache, folder, images
+from jaxcnn.data.dataset import Dataset
+from jaxcnn.data.split import validation_indices
 from jaxcnn.errors import UserError
 
 STREAMABLE = "folder:<path>, arrayrecord:<dir> or tfds:<name>"
@@ -409,23 +411,40 @@ def _open_tfds(arg: str, root: pathlib.Path):
 class Decode:
     """Grain's map: a record index -> {"image" uint8 HxWxC, "label", "index", "bad"}.
 
+    `transform`: a `transforms.train_transform` (drawn from a generator seeded by (`seed`,
+    `epoch`, record index): the same pixels on a resume and on any number of processes) or a
+    `transforms.eval_transform`; None decodes and resizes only, as the in-memory path does.
     `bad` marks a record that could not be read or decoded (its image is zeros): the caller
-    stops with `Loader.explain`, which decodes it again here to name the reason."""
+    stops with `Loader.explain`, which decodes it again to name the reason."""
 
     def __init__(self, records: Records, image_shape: tuple[int, int, int],
-                 max_image_pixels: int = images.MAX_IMAGE_PIXELS):
-        self.records, self.image_shape = records, image_shape
-        self.max_image_pixels = max_image_pixels
+                 max_image_pixels: int = images.MAX_IMAGE_PIXELS, transform=None,
+                 seed: int = 0, epoch: int = 0):
+        self.records, self.image_shape = records, tuple(image_shape)
+        self.max_image_pixels, self.transform = max_image_pixels, transform
+        self.seed, self.epoch = seed, epoch
+
+    def at(self, epoch: int) -> "Decode":
+        return Decode(self.records, self.image_shape, self.max_image_pixels, self.transform,
+                      self.seed, epoch)
 
     def decode(self, i: int) -> np.ndarray:
         h, w, c = self.image_shape
         return images.decode(self.records[i], (w, h), name=self.records.name(i), channels=c,
                              max_image_pixels=self.max_image_pixels)
 
+    def image(self, i: int) -> np.ndarray:
+        if self.transform is None:
+            return self.decode(i)
+        if hasattr(self.transform, "scale"):  # a train transform: it draws from a generator
+            return self.transform(self.records[i],
+                                  np.random.default_rng([self.seed, self.epoch, i]))
+        return self.transform(self.records[i])
+
     def __call__(self, i) -> dict:
         i = int(i)
         try:
-            image, bad = self.decode(i), False
+            image, bad = self.image(i), False
         except (UserError, OSError):
             image, bad = np.zeros(self.image_shape, np.uint8), True
         return {"image": image, "label": np.int32(self.records.labels[i]),
@@ -443,16 +462,24 @@ class Loader:
     this one with 0); `prefetch` batches ready per worker."""
 
     def __init__(self, records: Records, image_shape: tuple[int, int, int], *, workers: int = 0,
-                 prefetch: int = 2, max_image_pixels: int = images.MAX_IMAGE_PIXELS):
+                 prefetch: int = 2, max_image_pixels: int = images.MAX_IMAGE_PIXELS,
+                 transform=None, seed: int = 0):
         self.records, self.workers, self.prefetch = records, workers, prefetch
-        self.decode = Decode(records, image_shape, max_image_pixels)
+        self.decode = Decode(records, image_shape, max_image_pixels, transform, seed)
 
-    def epoch(self, order: np.ndarray, batch_size: int, start: int = 0) -> Iterator[dict]:
+    @property
+    def augments(self) -> bool:
+        """Whether the workers augment (a train transform): the device step then must not."""
+        return hasattr(self.decode.transform, "scale")
+
+    def epoch(self, order: np.ndarray, batch_size: int, start: int = 0, epoch: int = 0
+              ) -> Iterator[dict]:
         """Batches `start`.. of `batch_size` records each, in `order` (record indices; the last
-        batch may be short): dicts of numpy arrays as `Decode` gives, stacked."""
+        batch may be short), augmented as in `epoch`: dicts of numpy arrays as `Decode` gives,
+        stacked."""
         import grain
         ds = grain.MapDataset.source(np.asarray(order, np.int64))[start * batch_size:]
-        ds = ds.map(self.decode).batch(batch_size)
+        ds = ds.map(self.decode.at(epoch)).batch(batch_size)
         if not self.workers:
             return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2,
                                                              prefetch_buffer_size=2 * batch_size)))
@@ -477,12 +504,63 @@ class Loader:
                          "the file with a readable image and rerun to resume, or remove it and "
                          "train in a new --workdir")
 
-    def all(self, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Every record decoded, in order: (uint8 NxHxWxC, int32 N) (a test split)."""
+    def all(self, batch_size: int = 256, order: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """Every record (or those of `order`) decoded, in order: (uint8 NxHxWxC, int32 N)."""
         parts, labels = [], []
-        for batch in self.epoch(np.arange(len(self.records)), batch_size):
+        order = np.arange(len(self.records)) if order is None else order
+        for batch in self.epoch(order, batch_size):
             if batch["bad"].any():
                 raise self.explain(batch, f"reading {self.records.where}")
             parts.append(batch["image"])
             labels.append(batch["label"])
         return np.concatenate(parts), np.concatenate(labels).astype(np.int32)
+
+
+# ---------------------------------------------------------------- what the engine builds
+
+def for_training(config) -> tuple[Dataset, Loader]:
+    """A streamed run's data: a `Dataset` holding the labels, no training image, and the test
+    (and validation) images decoded into memory once, by `data.workers` workers with
+    `transforms.eval_transform` (evaluation sets are small next to the training set); and the
+    `Loader` of the training records, augmenting in its workers (`transforms.train_transform`).
+
+    `data.validation` holds out the records `split.validation_indices` picks, the same images
+    as in memory."""
+    from jaxcnn.data import transforms
+    d = config.data
+    if d.classes or d.train_per_class:
+        raise UserError("data.classes and data.train_per_class pick images in memory: stream "
+                        "the whole set (or a folder of just those images), or keep the data in "
+                        "memory with data.on_device=auto")
+    source = open_stream(d.name, cache_dir=d.cache_dir or None, image_size=d.image_size,
+                         max_file_bytes=d.max_file_bytes, max_image_pixels=d.max_image_pixels)
+    h, w, c = source.image_shape
+    shape = (h, w, d.channels or c)
+    train, extra = source.train, {}
+    evaluate = transforms.eval_transform(config, shape)
+
+    def in_memory(records) -> tuple[np.ndarray, np.ndarray]:
+        return Loader(records, shape, workers=d.workers, transform=evaluate,
+                      max_image_pixels=d.max_image_pixels).all()
+
+    if d.validation:
+        kept, held = validation_indices(train.labels, d.validation, config.seed)
+        extra = dict(zip(("val_images", "val_labels"), in_memory(take(train, held)),
+                         strict=True))
+        train = take(train, kept)
+    test_images, test_labels = in_memory(source.test)
+    data = Dataset(np.empty((0, *shape), np.uint8), train.labels.astype(np.int32), test_images,
+                   test_labels, source.class_names, source.name, **extra)
+    loader = Loader(train, shape, workers=d.workers, seed=config.seed,
+                    transform=transforms.train_transform(config, shape),
+                    max_image_pixels=d.max_image_pixels)
+    return data, loader
+
+
+def decoded_rows(loader: Loader, rows: np.ndarray) -> np.ndarray:
+    """The training records at `rows` decoded without augmentation: uint8 NxHxWxC (a model's
+    data-dependent init, `train._init_from_data`)."""
+    plain = Loader(loader.records, loader.decode.image_shape, workers=loader.workers,
+                   max_image_pixels=loader.decode.max_image_pixels)
+    return plain.all(order=np.asarray(rows, np.int64))[0]
