@@ -352,8 +352,8 @@ def test_folder_bad_inputs(tmp_path):
         load(f"folder:{tmp_path / 'junk.tar'}", cache_dir=c)
 
     members = _folder_members()
-    _folder_error(tmp_path, {k.replace("test/", "val/"): v for k, v in members.items()},
-                  "no train/ and test/ folders")
+    _folder_error(tmp_path, {k.replace("test/", "testing/"): v for k, v in members.items()},
+                  r"no train/ and test/ \(or val/\) folders")
     _folder_error(tmp_path, {k: v for k, v in members.items() if k != "test/dog/0.png"},
                   r"train/ and test/ .* differ \(only in train: dog; only in test: -\)")
     _folder_error(tmp_path, {**members, "train/cat/broken.png": b"\x89PNG garbage"},

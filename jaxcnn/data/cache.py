@@ -73,10 +73,11 @@ def _read(path: pathlib.Path) -> Dataset | None:
     """The cached data set at `path`, or None (with a warning if the file is unreadable)."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            val = {k: z[k] for k in ("val_images", "val_labels") if k in z.files}
             dataset = Dataset(train_images=z["train_images"], train_labels=z["train_labels"],
                               test_images=z["test_images"], test_labels=z["test_labels"],
                               class_names=tuple(str(c) for c in z["class_names"]),
-                              name=str(z["name"]))
+                              name=str(z["name"]), **val)
         return dataset.validate()
     except FileNotFoundError:
         return None
@@ -94,10 +95,12 @@ def _write(path: pathlib.Path, dataset: Dataset) -> None:
         # A temp file in the same directory, then os.replace: readers never see a partial file.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            val = ({"val_images": dataset.val_images, "val_labels": dataset.val_labels}
+                   if dataset.has_validation else {})
             np.savez(f, train_images=dataset.train_images, train_labels=dataset.train_labels,
                      test_images=dataset.test_images, test_labels=dataset.test_labels,
                      class_names=np.array(dataset.class_names, dtype=str),
-                     name=np.array(dataset.name))
+                     name=np.array(dataset.name), **val)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared cache dir needs it readable
         os.replace(tmp, path)
     except OSError as e:

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxcnn.data.split import validation_indices
 from jaxcnn.errors import UserError
 
 
@@ -11,7 +12,8 @@ from jaxcnn.errors import UserError
 # repr=False: the generated repr would print every pixel.
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
-    """Train and test splits, labels `0..num_classes-1` indexing `class_names`."""
+    """Train, test and optionally validation splits, labels `0..num_classes-1` indexing
+    `class_names`."""
 
     train_images: np.ndarray  # uint8 NxHxWxC
     train_labels: np.ndarray  # int32 N
@@ -19,6 +21,12 @@ class Dataset:
     test_labels: np.ndarray  # int32 M
     class_names: tuple[str, ...]
     name: str
+    val_images: np.ndarray | None = None  # uint8 VxHxWxC: the source's own, or `with_validation`
+    val_labels: np.ndarray | None = None  # int32 V
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_labels is not None
 
     @property
     def num_classes(self) -> int:
@@ -31,8 +39,15 @@ class Dataset:
 
     def __repr__(self) -> str:
         shape = "x".join(map(str, self.image_shape))
-        return (f"Dataset(name={self.name!r}, train={len(self.train_labels)}, "
+        val = f"val={len(self.val_labels)}, " if self.has_validation else ""
+        return (f"Dataset(name={self.name!r}, train={len(self.train_labels)}, {val}"
                 f"test={len(self.test_labels)}, image={shape}, classes={self.num_classes})")
+
+    def splits(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """[(name, images, labels)] of the splits it has: train, val (if any), test."""
+        val = [("val", self.val_images, self.val_labels)] if self.has_validation else []
+        return [("train", self.train_images, self.train_labels), *val,
+                ("test", self.test_images, self.test_labels)]
 
     def validate(self) -> "Dataset":
         """Check dtypes, shapes and label range; raise `UserError` naming the first problem."""
@@ -43,8 +58,10 @@ class Dataset:
         if len(set(self.class_names)) != len(self.class_names):
             raise UserError(f"{where} has duplicate class names {self.class_names}: make them "
                             "unique")
-        for split, images, labels in (("train", self.train_images, self.train_labels),
-                                      ("test", self.test_images, self.test_labels)):
+        if (self.val_images is None) != (self.val_labels is None):
+            raise UserError(f"{where} has validation images without labels or labels without "
+                            "images: give both or neither")
+        for split, images, labels in self.splits():
             if images.dtype != np.uint8 or images.ndim != 4:
                 raise UserError(f"{where}: {split} images are {images.dtype} with shape "
                                 f"{images.shape}, expected uint8 NxHxWxC")
@@ -54,7 +71,7 @@ class Dataset:
             if len(labels) == 0:
                 raise UserError(f"{where} has no {split} images: add some")
             if images.shape[1:] != self.train_images.shape[1:]:
-                raise UserError(f"{where}: test images are {images.shape[1:]} but train images "
+                raise UserError(f"{where}: {split} images are {images.shape[1:]} but train images "
                                 f"are {self.train_images.shape[1:]}: make them the same size")
             low, high, k = int(labels.min()), int(labels.max()), self.num_classes
             if low < 0 or high >= k:
@@ -98,6 +115,25 @@ class Dataset:
         tr, te = pick(self.train_labels, train_per_class), pick(self.test_labels, 0)
         name = self.name + (f"[{','.join(self.class_names[c] for c in keep)}]" if classes else "")
         name += f"[{train_per_class}/class]" if train_per_class else ""
+        val = {}
+        if self.has_validation:
+            va = pick(self.val_labels, 0)
+            val = {"val_images": self.val_images[va], "val_labels": relabel[self.val_labels[va]]}
         return Dataset(self.train_images[tr], relabel[self.train_labels[tr]],
                        self.test_images[te], relabel[self.test_labels[te]],
-                       tuple(self.class_names[c] for c in keep), name).validate()
+                       tuple(self.class_names[c] for c in keep), name, **val).validate()
+
+    def with_validation(self, validation: float, seed: int) -> "Dataset":
+        """`validation` (a fraction or a count, `split.validation_indices`) of the training
+        images held out as the validation split, stratified by class, fixed by `seed`; itself
+        when 0. Refused when the source already has a validation split."""
+        if not validation:
+            return self
+        if self.has_validation:
+            raise UserError(f"data set {self.name!r} has its own validation split "
+                            f"({len(self.val_labels)} images): drop data.validation to use it")
+        train, val = validation_indices(self.train_labels, validation, seed)
+        return dataclasses.replace(self, train_images=self.train_images[train],
+                                   train_labels=self.train_labels[train],
+                                   val_images=self.train_images[val],
+                                   val_labels=self.train_labels[val]).validate()

@@ -1,10 +1,13 @@
 """Class-per-folder image data sets, from a directory or a .tar(.gz)/.zip archive.
 
 Layout: `train/<class>/<image>` and `test/<class>/<image>`, at the top or under one top-level
-folder (`cifar10-jpeg/train/cat/0001.jpg`); images may sit deeper inside a class folder.
-Class names are the sorted folder names under train/, label i being the i-th; test/ must have
-the same set. Within a split, images are ordered by class, then path. Hidden files (`.*`) and
-`__MACOSX/` are skipped; any other file in a class folder must be an image Pillow can decode.
+folder (`cifar10-jpeg/train/cat/0001.jpg`); images may sit deeper inside a class folder. A
+`val/` (or `validation/`) beside them is the validation split; without `test/` it is the split
+reported as test (the ImageNet layout: train/ and val/). Class names are the sorted folder names
+under train/, label i being the i-th; every split must have the same set, and a class folder
+without images is refused. Within a split, images are ordered by class, then path. Hidden
+files (`.*`) and `__MACOSX/` are skipped; any other file in a class folder must be an image
+Pillow can decode.
 
 Images are decoded by `images.decode` (as predict and serving decode them: EXIF orientation,
 16-bit and float scaled, RGB). Every image takes one size: `image_size` x `image_size` if given,
@@ -40,10 +43,12 @@ from jaxcnn.data import cache, images
 from jaxcnn.data.dataset import Dataset
 from jaxcnn.errors import UserError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "validation", "test")  # folder names; "validation" means "val"
+EVAL_SPLITS = {"test", "val", "validation"}
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARCHIVE_SUFFIXES = (*TAR_SUFFIXES, ".zip")
-LAYOUT = "lay it out as train/<class>/<image> and test/<class>/<image>"
+LAYOUT = ("lay it out as train/<class>/<image> and test/<class>/<image> (and optionally "
+          "val/<class>/<image>)")
 # Below this many images a process pool costs more than it saves.
 PARALLEL_MIN_IMAGES = 2048
 MAX_FILE_BYTES = 64 * 2**20  # default of data.max_file_bytes
@@ -82,35 +87,44 @@ def load_folder(path: str, root: pathlib.Path, *, image_size: int = 0,
 def _build(src: pathlib.Path, image_size: int, max_file_bytes: int,
            max_image_pixels: int) -> Dataset:
     """Find, order and decode the images of `src`."""
+    dirs: set[str] = set()
     if src.is_dir():
-        rels, skipped = _dir_files(src, max_file_bytes)
+        rels, skipped = _dir_files(src, max_file_bytes, dirs)
         files = {rel: str(src / rel) for rel in rels}
     else:
-        files, skipped = _archive_files(src, max_file_bytes)
+        files, skipped = _archive_files(src, max_file_bytes, dirs)
     for kind, count in skipped.items():
         warnings.warn(f"skipped {count} {kind} in {src}: only regular files inside it are "
                       "read", stacklevel=2)
-    by_split = _by_split(files, src)
+    by_split = _by_split(files, src, dirs)
     class_names = tuple(sorted(by_split["train"]))
-    only_train = sorted(set(class_names) - set(by_split["test"]))
-    only_test = sorted(set(by_split["test"]) - set(class_names))
-    if only_train or only_test:
-        raise UserError(f"the class folders of train/ and test/ in {src} differ (only in train: "
-                        f"{', '.join(only_train) or '-'}; only in test: "
-                        f"{', '.join(only_test) or '-'}): give both the same class folders")
+    for split in by_split:
+        only_train = sorted(set(class_names) - set(by_split[split]))
+        only_there = sorted(set(by_split[split]) - set(class_names))
+        if only_train or only_there:
+            raise UserError(f"the class folders of train/ and {split}/ in {src} differ (only in "
+                            f"train: {', '.join(only_train) or '-'}; only in {split}: "
+                            f"{', '.join(only_there) or '-'}): give every split the same class "
+                            "folders")
     items = [(f"{rel} in {src}", files[rel], split, label)
-             for split in SPLITS for label, cls in enumerate(class_names)
+             for split in by_split for label, cls in enumerate(class_names)
              for rel in sorted(by_split[split][cls])]
     images_NxHxWx3 = _decode_all(src, [(n, s) for n, s, _, _ in items], image_size,
-                                 max_image_pixels)  # one pool for both splits
+                                 max_image_pixels)  # one pool for every split
     labels = np.array([label for *_, label in items], dtype=np.int32)
-    n_train = sum(split == "train" for _, _, split, _ in items)
+    at = {split: np.array([sp == split for _, _, sp, _ in items]) for split in by_split}
+    arrays = {split: (images_NxHxWx3[m], labels[m]) for split, m in at.items()}
+    if "test" not in arrays:  # the ImageNet layout: its val/ is the split results are quoted on
+        arrays["test"] = arrays.pop("val")
+    val = arrays.get("val")
     name = src.name
     for suffix in ARCHIVE_SUFFIXES:
         name = name.removesuffix(suffix)
-    return Dataset(train_images=images_NxHxWx3[:n_train], train_labels=labels[:n_train],
-                   test_images=images_NxHxWx3[n_train:], test_labels=labels[n_train:],
-                   class_names=class_names, name=name)
+    return Dataset(train_images=arrays["train"][0], train_labels=arrays["train"][1],
+                   test_images=arrays["test"][0], test_labels=arrays["test"][1],
+                   class_names=class_names, name=name,
+                   val_images=None if val is None else val[0],
+                   val_labels=None if val is None else val[1])
 
 
 def _hidden(part: str) -> bool:
@@ -122,9 +136,10 @@ def _in_split(parts: list[str]) -> bool:
     return bool(parts) and (parts[0] in SPLITS or (len(parts) > 1 and parts[1] in SPLITS))
 
 
-def _dir_files(src: pathlib.Path, max_file_bytes: int) -> tuple[list[str], Counter]:
+def _dir_files(src: pathlib.Path, max_file_bytes: int, seen: set[str]
+               ) -> tuple[list[str], Counter]:
     """Paths ('/'-separated, relative to `src`) of the regular files that may be images of a
-    split, and {why: count} of the files skipped."""
+    split, and {why: count} of the files skipped; the folders walked go into `seen`."""
     rels, skipped = [], Counter()
     top = os.path.realpath(src)
     for root, dirs, files in os.walk(src):  # never follows symlinked folders
@@ -135,6 +150,7 @@ def _dir_files(src: pathlib.Path, max_file_bytes: int) -> tuple[list[str], Count
                    and (len(parts) != 1 or parts[0] in SPLITS or d in SPLITS)]
         if not _in_split(parts):
             continue
+        seen.add("/".join(parts))
         for f in (f for f in files if not _hidden(f)):
             why = _skip_reason(os.path.join(root, f), top)
             if why:
@@ -167,13 +183,14 @@ def _check_bytes(name: str, size: int, max_file_bytes: int) -> None:
                         "remove it, or raise data.max_file_bytes")
 
 
-def _archive_files(src: pathlib.Path, max_file_bytes: int) -> tuple[dict[str, bytes], Counter]:
+def _archive_files(src: pathlib.Path, max_file_bytes: int, dirs: set[str]
+                   ) -> tuple[dict[str, bytes], Counter]:
     """{path inside the archive: bytes} of the regular members that may be images of a split,
-    and {why: count} of the members skipped."""
+    and {why: count} of the members skipped; the folder members go into `dirs`."""
     try:
         if src.name.lower().endswith(".zip"):
-            return _zip_files(src, max_file_bytes)
-        return _tar_files(src, max_file_bytes)
+            return _zip_files(src, max_file_bytes, dirs)
+        return _tar_files(src, max_file_bytes, dirs)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
         raise UserError(f"cannot read the archive {src} ({e}): it is corrupt or truncated; "
                         "re-create or re-download it") from e
@@ -195,11 +212,15 @@ def _read_member(name: str, size: int, f, max_file_bytes: int) -> bytes:
     return data
 
 
-def _zip_files(src: pathlib.Path, max_file_bytes: int) -> tuple[dict[str, bytes], Counter]:
+def _zip_files(src: pathlib.Path, max_file_bytes: int, dirs: set[str]
+               ) -> tuple[dict[str, bytes], Counter]:
     files, skipped = {}, Counter()
     with zipfile.ZipFile(src) as zf:
         for info in zf.infolist():
-            if info.is_dir() or not _wanted(info.filename):
+            if not _wanted(info.filename):
+                continue
+            if info.is_dir():
+                dirs.add(info.filename.strip("/"))
                 continue
             # Unix zips keep the file type in the high bits; 0 means "not recorded": a file.
             if stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG):
@@ -211,11 +232,15 @@ def _zip_files(src: pathlib.Path, max_file_bytes: int) -> tuple[dict[str, bytes]
     return files, skipped
 
 
-def _tar_files(src: pathlib.Path, max_file_bytes: int) -> tuple[dict[str, bytes], Counter]:
+def _tar_files(src: pathlib.Path, max_file_bytes: int, dirs: set[str]
+               ) -> tuple[dict[str, bytes], Counter]:
     files, skipped = {}, Counter()
     with tarfile.open(src, "r:*") as tar:
         for member in tar:
-            if member.isdir() or not _wanted(member.name):
+            if not _wanted(member.name):
+                continue
+            if member.isdir():
+                dirs.add(member.name.removeprefix("./").strip("/"))
                 continue
             if not member.isfile():  # symlinks, hard links, devices, FIFOs
                 skipped[LINK_MEMBER] += 1
@@ -226,22 +251,26 @@ def _tar_files(src: pathlib.Path, max_file_bytes: int) -> tuple[dict[str, bytes]
     return files, skipped
 
 
-def _by_split(files: dict[str, Source], src: pathlib.Path) -> dict[str, dict[str, list[str]]]:
-    """{split: {class: [path]}} for the one root that holds both train/ and test/."""
+def _by_split(files: dict[str, Source], src: pathlib.Path, dirs: set[str]
+              ) -> dict[str, dict[str, list[str]]]:
+    """{split: {class: [path]}} (splits train, val if any, test if any) for the one root that
+    holds train/ and test/ or val/; refuses a class folder of `dirs` without images."""
     splits_under: dict[str, set[str]] = {}
     for rel in files:
         parts = rel.split("/")
         for k in (0, 1):
             if len(parts) > k + 1 and parts[k] in SPLITS:
                 splits_under.setdefault("/".join(parts[:k]), set()).add(parts[k])
-    roots = sorted(r for r, s in splits_under.items() if s == set(SPLITS))
+    roots = sorted(r for r, s in splits_under.items() if "train" in s and s & EVAL_SPLITS)
     if not roots:
-        raise UserError(f"{src} has no train/ and test/ folders with images: {LAYOUT}")
+        raise UserError(f"{src} has no train/ and test/ (or val/) folders with images: {LAYOUT}")
     if len(roots) > 1 and "" not in roots:
         raise UserError(f"{src} has train/ and test/ under several folders ({', '.join(roots)}): "
                         "keep one data set per archive or directory")
     root = "" if "" in roots else roots[0]
-    by_split: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    if {"val", "validation"} <= splits_under[root]:
+        raise UserError(f"{src} has both val/ and validation/: keep one validation split")
+    by_split: dict[str, dict[str, list[str]]] = {}
     for rel in files:
         if root and not rel.startswith(root + "/"):
             continue
@@ -250,8 +279,17 @@ def _by_split(files: dict[str, Source], src: pathlib.Path) -> dict[str, dict[str
             continue
         if len(parts) < 3:
             raise UserError(f"{rel} in {src} is not inside a class folder: {LAYOUT}")
-        by_split[parts[0]].setdefault(parts[1], []).append(rel)
-    return by_split
+        split = "val" if parts[0] == "validation" else parts[0]
+        by_split.setdefault(split, {}).setdefault(parts[1], []).append(rel)
+    for d in sorted(dirs):
+        if root and not d.startswith(root + "/"):
+            continue
+        parts = d.split("/")[1 if root else 0:]
+        split = "val" if parts[0] == "validation" else parts[0]
+        if len(parts) == 2 and parts[0] in SPLITS and parts[1] not in by_split.get(split, {}):
+            raise UserError(f"the class folder {d} in {src} has no images: add some, or remove "
+                            "the folder (every class needs images in every split)")
+    return {s: by_split[s] for s in ("train", "val", "test") if s in by_split}
 
 
 def _decode(name: str, source: Source, size_WxH: tuple[int, int],

@@ -43,8 +43,9 @@ def validation_indices(labels: np.ndarray, validation: float, seed: int
     # class first), so the split is exact and reproducible
     order = np.lexsort((classes, -(exact - take)))
     take[order[:rest]] += 1
-    rng = np.random.default_rng([seed, 0x5EED])
-    held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    rng = np.random.default_rng([seed % 2**64, 0x5EED])  # config seeds may be negative
+    held = [rng.permutation(np.flatnonzero(labels == c))[:k]
+            for c, k in zip(classes, take, strict=True)]
     val = np.sort(np.concatenate(held))
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train, val

@@ -22,7 +22,8 @@ def default_data_dir() -> str:
 
 
 def load_tfds(name: str, data_dir: str | None, root: pathlib.Path) -> Dataset:
-    """The `train` and `test` splits of the prepared TFDS data set `name` in `data_dir`."""
+    """The `train` and `test` splits (and `validation`, if it has one) of the prepared TFDS data
+    set `name` in `data_dir`."""
     try:
         import tensorflow_datasets as tfds  # lazy: heavy, and only tfds: specs need it
     except ImportError as e:
@@ -62,7 +63,8 @@ def _read(tfds, name: str, data_dir: str, builder, build: str) -> Dataset:
                         f"which jaxcnn needs to read it without TensorFlow: rebuild it with "
                         f"{build}") from e
     arrays = {}
-    for split in ("train", "test"):
+    has_val = "validation" in builder.info.splits  # the set's own validation split, if any
+    for split in ("train", "test") + (("validation",) if has_val else ()):
         examples = [sources[split][i] for i in range(len(sources[split]))]
         shapes = {np.shape(ex["image"]) for ex in examples}
         if len(shapes) != 1:
@@ -76,4 +78,6 @@ def _read(tfds, name: str, data_dir: str, builder, build: str) -> Dataset:
         arrays[split] = (images, np.array([ex["label"] for ex in examples], dtype=np.int32))
     return Dataset(train_images=arrays["train"][0], train_labels=arrays["train"][1],
                    test_images=arrays["test"][0], test_labels=arrays["test"][1],
-                   class_names=tuple(builder.info.features["label"].names), name=name)
+                   class_names=tuple(builder.info.features["label"].names), name=name,
+                   val_images=arrays["validation"][0] if has_val else None,
+                   val_labels=arrays["validation"][1] if has_val else None)
