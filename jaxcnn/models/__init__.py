@@ -8,15 +8,25 @@ from flax import nnx
 
 from jaxcnn.errors import UserError
 from jaxcnn.models.airbench import Airbench
+from jaxcnn.models.alexnet import AlexNet
 from jaxcnn.models.cnn import CNN
+from jaxcnn.models.densenet import DenseNet
 from jaxcnn.models.layers import count_params
-from jaxcnn.models.resnet import ResNet, ResNet18, ResNet20
+from jaxcnn.models.resnet import ResNet, ResNet18, ResNet20, ResNet50, ResNet56, ResNet110
+from jaxcnn.models.vgg import VGG, VGG11BN, VGG16BN
 
 MODELS = {
     "airbench": Airbench,
     "cnn": CNN,
     "resnet20": ResNet20,
     "resnet18": ResNet18,
+    "alexnet": AlexNet,
+    "vgg11_bn": VGG11BN,
+    "vgg16_bn": VGG16BN,
+    "densenet_bc_100": DenseNet,  # depth 100, growth 12: the constructor's defaults
+    "resnet56": ResNet56,
+    "resnet110": ResNet110,
+    "resnet50": ResNet50,
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -100,5 +110,6 @@ def dtype_of(d):
     return d
 
 
-__all__ = ["Airbench", "CNN", "MODELS", "ResNet", "ResNet18", "ResNet20", "count_params", "create",
-           "dtype_of", "options", "register", "shape_options"]
+__all__ = ["VGG", "AlexNet", "Airbench", "CNN", "DenseNet", "MODELS", "ResNet", "ResNet18",
+           "ResNet20", "ResNet50", "ResNet56", "ResNet110", "VGG11BN", "VGG16BN", "count_params",
+           "create", "dtype_of", "options", "register", "shape_options"]

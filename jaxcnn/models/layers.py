@@ -23,16 +23,31 @@ def torch_default_init(fan_in: int):
     return init
 
 
+# PyTorch's BatchNorm (momentum 0.1, eps 1e-5) in flax's convention: flax weights the running
+# value, so PyTorch's momentum 0.1 is flax's 0.9. The zoo's CIFAR references all use it.
+TORCH_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
-    """Non-overlapping 2x2 max pool as the maximum of four strided slices.
+    """Non-overlapping 2x2 max pool as the maximum of four strided slices; an odd last row or
+    column is dropped (PyTorch's floor mode).
 
     Same values as `nnx.max_pool(x, (2, 2), (2, 2))`. Its gradient is elementwise selects
     instead of a select-and-scatter, which is 2-3x slower on XLA:CPU (and a reshape + max
     reduction is slower still); on GPU the difference is noise.
     """
-    x = x_BxHxWxC
+    _, h, w, _ = x_BxHxWxC.shape
+    x = x_BxHxWxC[:, :h // 2 * 2, :w // 2 * 2]
     return jnp.maximum(jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
                        jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+
+
+def avg_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
+    """Non-overlapping 2x2 average pool (PyTorch's `avg_pool2d(x, 2)`, floor mode), as the mean
+    of four strided slices: no reduce-window, and additions only (no FLOPs in `summary`)."""
+    _, h, w, _ = x_BxHxWxC.shape
+    x = x_BxHxWxC[:, :h // 2 * 2, :w // 2 * 2]
+    return (x[:, 0::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) * 0.25
 
 
 # ---- convolutions for XLA:CPU, chosen per lowering platform
