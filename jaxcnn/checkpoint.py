@@ -312,16 +312,17 @@ def _unreadable(path: str, e: Exception) -> UserError:
 class RunCheckpoints:
     """`<workdir>/checkpoints`: saved every N epochs / steps and at the end, in the background.
 
-    Keeps the latest `checkpoint.keep` plus the best by `checkpoint.best_metric`.
-    Every process must call `save` (Orbax coordinates a multi-process save); only process 0
-    writes the metadata.
+    Keeps the latest `checkpoint.keep` plus the best by `selection` (metric, max|min: the
+    run's `config.selection_metric`; ("", _) = none). Every process must call `save` (Orbax
+    coordinates a multi-process save); only process 0 writes the metadata.
     """
 
-    def __init__(self, workdir: str, cfg: ConfigDict):
+    def __init__(self, workdir: str, cfg: ConfigDict, selection: tuple[str, str] = ("", "max")):
         keep = [policies.LatestN(cfg.keep)]
-        if cfg.best_metric:
-            keep.append(policies.BestN(get_metric_fn=lambda m: m[cfg.best_metric], n=1,
-                                       reverse=cfg.best_mode == "min",
+        metric, mode = selection
+        if metric:
+            keep.append(policies.BestN(get_metric_fn=lambda m: m[metric], n=1,
+                                       reverse=mode == "min",
                                        keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),

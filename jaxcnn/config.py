@@ -11,8 +11,10 @@ from ml_collections import ConfigDict, config_dict
 
 from jaxcnn.errors import UserError
 
-# Epoch metrics (metrics.jsonl fields) that can pick the best checkpoint.
-BEST_METRICS = ("", "test_accuracy", "test_loss", "train_accuracy", "train_loss")
+# Epoch metrics (metrics.jsonl fields) that can pick the best checkpoint; "auto" is
+# val_accuracy with a validation split and off without one (`selection_metric`).
+BEST_METRICS = ("auto", "", "val_accuracy", "val_loss", "test_accuracy", "test_loss",
+                "train_accuracy", "train_loss")
 
 
 def default_config() -> ConfigDict:
@@ -48,10 +50,22 @@ def default_config() -> ConfigDict:
     # of the images mirrored in even epochs, the other half in odd epochs)
     c.data.flip = config_dict.FieldReference(False, field_type=object)
     c.data.crop_fill = "zero"  # zero | reflect: what the crop's padding shows (airbench: reflect)
+    # Streamed data only (data.on_device=no; jaxcnn/data/transforms.py, on the host)
+    c.data.random_resized_crop = ()  # (lo, hi): torchvision's RandomResizedCrop, lo..hi of the
+    #                                  area, then resized to the image size; ImageNet (0.08, 1.0)
+    c.data.random_resized_crop_ratio = (3 / 4, 4 / 3)  # its aspect ratio (w/h) range
+    c.data.center_crop = 0.0  # eval: resize to cover size / f, then the central crop (ImageNet
+    #                           0.875: 224 from 256); 0 = resize the whole image
+    c.data.channels = 0  # 1 grey | 3 RGB; 0 = the data's
     c.data.on_device = "auto"  # auto | yes | no: keep the uint8 data set on the device
+    # no streams folder:/arrayrecord:/tfds: records, decoded every epoch (jaxcnn/data/stream.py)
+    c.data.workers = 2  # streamed: Grain worker processes decoding and augmenting; 0 = in-process
     c.data.classes = ""  # keep only these classes (comma list of names or indices), relabelled
     #                      0..k-1 in that order; "" = all
     c.data.train_per_class = 0  # keep the first N training images of each class; 0 = all
+    c.data.validation = 0.0  # hold out of the training split, stratified by class and fixed by
+    #                          `seed`: a fraction (0.1) or a count (5000); 0 = none, unless the
+    #                          source has its own (folder: val/ or validation/, TFDS validation)
     c.data.class_weights = ""  # the training loss per class: "" equal, "balanced" (n / (K x n_k))
     #                            or K comma-separated weights in label order
     # Untrusted folders and archives (folder:): files and images above these limits are refused
@@ -78,12 +92,16 @@ def default_config() -> ConfigDict:
     c.optim.bias_lr_scale = 1.0  # learning rate x this for BatchNorm parameters, decay step kept
     c.optim.whiten_bias_epochs = 0  # train the whitening layer's bias for N epochs only; 0 = all
     c.optim.lookahead_every = 0  # every N steps reset the weights to their running average; 0 = off
+    c.optim.lookahead_start_epochs = 0  # ... from epoch N (0-based) on; then also after each epoch
 
     c.train = ConfigDict()
     c.train.epochs = 10
     c.train.batch_size = 64  # global batch, split over all devices
     c.train.eval_batch_size = 1000  # rounded up to a multiple of the device count
     c.train.label_smoothing = 0.0
+    c.train.ema_decay = 0.0  # an exponential moving average of the weights, updated after every
+    #                          optimizer update (jaxcnn/ema.py), evaluated, saved and exported in
+    #                          their place; e.g. 0.999; 0 = off
     c.train.grad_accum_steps = 1  # update every N steps with their mean gradient
     #                               (optax.MultiSteps): batch_size x N images per update;
     #                               BatchNorm still sees each batch of batch_size
@@ -100,6 +118,11 @@ def default_config() -> ConfigDict:
     #                            compilation, for TensorBoard's profile tab (XProf); 0 = off
     c.train.peer_timeout_s = 60.0  # several processes: a process silent this long is lost, and
     #                                the others stop (exit 75) instead of hanging in a collective
+    c.train.early_stop_patience = 0  # stop after N epochs without a better selection metric
+    #                                  (checkpoint.best_metric, on validation) and restore the
+    #                                  best epoch's weights for the final test; 0 = off
+    c.train.test_every_epoch = False  # with a validation split: also evaluate the test split
+    #                                   after every epoch (test_* in each row), not only at the end
     c.train.divergence_factor = 100.0  # stop when a logged train loss exceeds this x its running
     #                                    mean (non-finite losses, parameters, metrics always stop)
 
@@ -108,8 +131,11 @@ def default_config() -> ConfigDict:
     c.checkpoint.every_epochs = 1  # save after every N epochs, and always after the last
     c.checkpoint.every_steps = 0  # also save every N optimizer steps, mid-epoch too; 0 = off
     c.checkpoint.keep = 3  # keep the latest N checkpoints ...
-    c.checkpoint.best_metric = "test_accuracy"  # ... and the best by this epoch metric; "" = off
-    c.checkpoint.best_mode = "max"  # max | min: what "best" means for best_metric
+    # ... and the best by this epoch metric; "" = off; auto = val_accuracy with a validation
+    # split, else off (never the test set: choosing on it biases the reported figure)
+    c.checkpoint.best_metric = "auto"
+    c.checkpoint.best_mode = "max"  # max | min: what "best" means for best_metric (auto: max)
+    c.checkpoint.select_on_test = False  # allow best_metric=test_* with a validation split
     c.checkpoint.async_save = True  # write in a background thread while training goes on
     c.checkpoint.stop_timeout_s = 120.0  # after SIGTERM, a save still stuck this long is abandoned
     #                                      (the process exits 1; earlier checkpoints are intact)
@@ -182,6 +208,7 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(config.data.crop_padding, int) or config.data.crop_padding < 0:
         raise UserError(f"data.crop_padding must be an integer >= 0, got "
                         f"{config.data.crop_padding!r}")
+    _check_host_transforms(config.data)
     if not isinstance(config.data.train_per_class, int) or config.data.train_per_class < 0:
         raise UserError(f"data.train_per_class must be an integer >= 0, got "
                         f"{config.data.train_per_class!r}")
@@ -196,6 +223,18 @@ def check_config(config: ConfigDict) -> None:
                         f"(\"\" = off), got {k.best_metric!r}")
     if k.best_mode not in ("max", "min"):
         raise UserError(f"checkpoint.best_mode must be max or min, got {k.best_mode!r}")
+    for name, value in (("checkpoint.select_on_test", k.select_on_test),
+                        ("train.test_every_epoch", t.test_every_epoch)):
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be true or false, got {value!r}")
+    if isinstance(t.early_stop_patience, bool) or not isinstance(t.early_stop_patience, int) \
+            or t.early_stop_patience < 0:
+        raise UserError(f"train.early_stop_patience must be an integer >= 0, got "
+                        f"{t.early_stop_patience!r}")
+    v = config.data.validation
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise UserError(f"data.validation must be a fraction in (0, 1) or a count of images "
+                        f"(0 = none), got {v!r}")
     f = config.finetune
     if f.mode not in ("full", "linear_probe"):
         raise UserError(f"finetune.mode must be full or linear_probe, got {f.mode!r}")
@@ -257,6 +296,7 @@ NUMBERS = [
     ("optim.warmup_epochs", 0.0, None, (True, True)),
     ("optim.bias_lr_scale", 0.0, None, (False, True)),
     ("train.label_smoothing", 0.0, 1.0, (True, False)),
+    ("train.ema_decay", 0.0, 1.0, (True, False)),
     ("finetune.backbone_lr_scale", 0.0, None, (True, True)),
     ("train.divergence_factor", 1.0, None, (False, True)),
     ("checkpoint.stop_timeout_s", 0.0, None, (False, True)),
@@ -264,6 +304,7 @@ NUMBERS = [
     ("data.max_file_bytes", 0, 2**40, (False, True)),
     ("data.max_image_pixels", 0, 2**40, (False, True)),
     ("data.image_size", 0, 2**16, (True, True)),
+    ("data.workers", 0, 256, (True, True)),
     ("model.airbench.bn_momentum", 0.0, 1.0, (True, True)),
     ("prune.sparsity", 0.0, 1.0, (True, False)),
     ("model.airbench.logit_scale", 0.0, None, (False, True)),
@@ -297,11 +338,57 @@ def _check_data_limits(d: ConfigDict) -> None:
     if not isinstance(d.class_weights, str):
         raise UserError(f"data.class_weights must be balanced or a comma list of numbers, got "
                         f"{d.class_weights!r}")
-    for name in ("image_size", "max_file_bytes", "max_image_pixels"):
+    for name in ("image_size", "max_file_bytes", "max_image_pixels", "workers"):
         if isinstance(d[name], bool) or not isinstance(d[name], int):
             raise UserError(f"data.{name} must be an integer, got {d[name]!r}")
     if not isinstance(d.verify_sha256, bool):
         raise UserError(f"data.verify_sha256 must be true or false, got {d.verify_sha256!r}")
+
+
+def selection_metric(config: ConfigDict, has_validation: bool) -> tuple[str, str]:
+    """(metric, "max"|"min") that picks the best checkpoint and drives early stopping; ("", _)
+    = none. Refuses selecting on the test split when there is a validation split (unless
+    `checkpoint.select_on_test`), and early stopping without a metric to watch."""
+    k, patience = config.checkpoint, config.train.early_stop_patience
+    metric, mode = k.best_metric, k.best_mode
+    if metric == "auto":
+        metric, mode = ("val_accuracy", "max") if has_validation else ("", "max")
+    if metric.startswith("val_") and not has_validation:
+        raise UserError(f"checkpoint.best_metric={metric} needs a validation split: set "
+                        "data.validation (e.g. 0.1 or 5000) or give the folder a val/ split")
+    if metric.startswith("test_") and has_validation and not k.select_on_test:
+        raise UserError(f"checkpoint.best_metric={metric} selects on the test split although "
+                        "there is a validation split: use val_accuracy or val_loss (or set "
+                        "checkpoint.select_on_test=true to choose on test knowingly)")
+    if patience and not metric:
+        raise UserError(f"train.early_stop_patience={patience} needs a validation split to "
+                        "watch: set data.validation (e.g. 0.1) or a checkpoint.best_metric")
+    if patience and metric.startswith("test_") and not k.select_on_test:
+        raise UserError(f"train.early_stop_patience with checkpoint.best_metric={metric} stops "
+                        "on the test split: set data.validation and use val_accuracy (or set "
+                        "checkpoint.select_on_test=true to stop on test knowingly)")
+    return metric, mode
+
+
+def _check_host_transforms(d: ConfigDict) -> None:
+    def pair(v) -> bool:
+        return (isinstance(v, (tuple, list)) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v) and 0 < v[0] <= v[1])
+    rrc, ratio = d.random_resized_crop, d.random_resized_crop_ratio
+    if rrc not in ((), []) and not (pair(rrc) and rrc[1] <= 1):
+        raise UserError(f"data.random_resized_crop must be () (off) or (lo, hi) fractions of the "
+                        f"area with 0 < lo <= hi <= 1, e.g. (0.08, 1.0), got {rrc!r}")
+    if not pair(ratio):
+        raise UserError(f"data.random_resized_crop_ratio must be (lo, hi) aspect ratios with "
+                        f"0 < lo <= hi, e.g. (0.75, 1.3333), got {ratio!r}")
+    f = d.center_crop
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+        raise UserError(f"data.center_crop must be 0 (off) or a fraction in (0, 1], e.g. 0.875, "
+                        f"got {f!r}")
+    if d.channels not in (0, 1, 3) or isinstance(d.channels, bool):
+        raise UserError(f"data.channels must be 0 (the data's), 1 (grey) or 3 (RGB), got "
+                        f"{d.channels!r}")
 
 
 def compute_dtype(config: ConfigDict) -> str:
@@ -318,7 +405,7 @@ def _check_recipe_fields(config: ConfigDict) -> None:
         raise UserError(f"data.crop_fill must be zero or reflect, got {d.crop_fill!r}")
     if config.train.tta_level not in (0, 1, 2):
         raise UserError(f"train.tta_level must be 0, 1 or 2, got {config.train.tta_level!r}")
-    for name in ("whiten_bias_epochs", "lookahead_every"):
+    for name in ("whiten_bias_epochs", "lookahead_every", "lookahead_start_epochs"):
         if not isinstance(o[name], int) or o[name] < 0:
             raise UserError(f"optim.{name} must be an integer >= 0, got {o[name]!r}")
 

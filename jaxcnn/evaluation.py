@@ -16,7 +16,7 @@ from flax import nnx  # noqa: F401 - in type hints
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import parallel
+from jaxcnn import ema, parallel
 from jaxcnn.data.pipeline import Batch
 from jaxcnn.steps import (
     StepConfig,
@@ -41,6 +41,7 @@ def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
 def _eval_split(state: TrainState, images, labels, mask, *, cfg: StepConfig, batch_size: int,
                 sharding) -> dict:
     """Summed metrics over every batch of the padded split: one compiled loop."""
+    state = ema.evaluated(state)  # the weights' moving average, when the run keeps one
     k = cfg.num_classes
     zeros = {"loss": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(()),
              "confusion": jnp.zeros((k, k))}

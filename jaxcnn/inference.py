@@ -24,9 +24,9 @@ from flax import nnx
 from ml_collections import ConfigDict
 from PIL import Image
 
-from jaxcnn import checkpoint, models
+from jaxcnn import checkpoint, ema, models
 from jaxcnn.config import compute_dtype
-from jaxcnn.data import Dataset, images, load, load_options
+from jaxcnn.data import Dataset, images, load, load_options, prepare
 from jaxcnn.errors import UserError
 from jaxcnn.steps import StepConfig, forward, num_outputs, step_config
 
@@ -73,7 +73,7 @@ def load_run(path: str, *, model: nnx.Module | None = None) -> Run:
     else:
         model = _as_run_computes(model, config, shape)
 
-    load_weights(model, arrays, ckpt)
+    load_weights(model, ema.checkpoint_weights(arrays), ckpt)  # an EMA run: its average
     k = _num_outputs(model)
     names = tuple(meta.get("class_names") or (str(i) for i in range(k)))
     if len(names) != k:
@@ -210,9 +210,8 @@ def run_dataset(run: Run, spec: str | None = None) -> Dataset:
     `data.train_per_class` as in training), or `spec`, keeping the run's classes by name.
     """
     c = run.config
-    data = load(spec or c.data.name, **load_options(c.data))
-    if spec is None and (c.data.classes or c.data.train_per_class):
-        data = data.subset(c.data.classes, c.data.train_per_class)
+    data = prepare(c) if spec is None else load(spec, **load_options(c.data)).with_channels(
+        run.meta["image_shape"][-1])
     where = f"data set {spec or c.data.name!r}"
     if "class_names" not in run.meta:  # an older checkpoint: only the count is known
         if data.num_classes != len(run.class_names):

@@ -101,8 +101,8 @@ def num_outputs(model: nnx.Module, image_shape_HxWxC) -> int:
 
 def _per_channel(v, channels: int, name: str) -> tuple[float, ...]:
     v = [float(x) for x in (v if isinstance(v, (tuple, list)) else [v])]
-    if len(v) == 1:
-        v = v * channels
+    if len(set(v)) == 1:  # one value, or the same for each: any channel count (the default)
+        v = v[:1] * channels
     if len(v) != channels:
         raise UserError(f"data.{name} has {len(v)} values but the images have {channels} "
                         "channels: give one value or one per channel")

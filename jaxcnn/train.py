@@ -22,10 +22,11 @@ from flax import nnx
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint, finetune, logs, models, parallel, prune, quantize, summary
-from jaxcnn.config import check_config, compute_dtype
-from jaxcnn.data import Dataset, load, load_options
+from jaxcnn import checkpoint, ema, finetune, logs, models, parallel, prune, quantize, summary
+from jaxcnn.config import check_config, compute_dtype, selection_metric
+from jaxcnn.data import Dataset, prepare
 from jaxcnn.data.pipeline import normalize, steps_per_epoch
+from jaxcnn.early_stop import EarlyStop, stopped_early
 from jaxcnn.errors import UserError
 from jaxcnn.evaluation import Evaluator, eval_batch_size, evaluate
 from jaxcnn.feeds import DeviceFeed, HostFeed, RunKeys, steps_per_call
@@ -58,10 +59,11 @@ class Job:
     steps_per_epoch: int  # with train.drop_remainder the rest is dropped (reshuffled each epoch)
     feed: DeviceFeed | HostFeed
     steps: StepConfig  # the train step's settings
-    evaluate: Evaluator  # test metrics after every epoch
-    final_evaluate: Evaluator  # ... and after the last, with `train.tta_level`
+    evaluate: dict[str, Evaluator]  # {split: its evaluation after every epoch}: val, or test
+    final_evaluate: Evaluator  # the test split after the last epoch, with `train.tta_level`
     key: jax.Array  # the root key: data order and augmentation fold from it (`keys`)
     model_summary: str  # the model's table: parameters per layer, FLOPs per image
+    selection: tuple[str, str] = ("", "max")  # (metric, max|min): best checkpoint, early stop
     init_seconds: float = 0.0  # data-dependent init (airbench's whitening), compile excluded
     compile_seconds: float = 0.0
 
@@ -87,8 +89,8 @@ class Job:
         """Compile the calls of `lengths` steps and the evaluations; returns the seconds."""
         t = time.perf_counter()
         self.feed.compile(state, lengths, self.steps_in(epoch), self.keys)
-        self.evaluate.compile(state)
-        self.final_evaluate.compile(state)
+        for ev in {*self.evaluate.values(), self.final_evaluate}:
+            ev.compile(state)
         return time.perf_counter() - t
 
 
@@ -118,10 +120,11 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     mesh = parallel.make_mesh(parallel.select_devices(devices))
     parallel.check_batch_size(tc.batch_size, mesh)
     # ---- input
-    data = dataset if dataset is not None else load(config.data.name,
-                                                    **load_options(config.data))
-    if config.data.classes or config.data.train_per_class:
-        data = data.subset(config.data.classes, config.data.train_per_class)
+    data = prepare(config, dataset)
+    selection = selection_metric(config, data.has_validation)
+    if tc.early_stop_patience and config.checkpoint.every_epochs != 1:
+        raise UserError("train.early_stop_patience restores the best epoch, which needs a "
+                        "checkpoint after every epoch: set checkpoint.every_epochs=1")
     n_train = len(data.train_labels)
     if tc.batch_size > n_train:
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the {n_train} training "
@@ -170,6 +173,8 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         model = quantize.qat(model, data.image_shape)
     if config.prune.sparsity:
         tx = prune.pruned(tx, config.prune, spe // accum)
+    if tc.ema_decay:  # inside MultiSteps: one average per update; outside pruning: its masks
+        tx = ema.averaged(tx, tc.ema_decay)
     if accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accum)  # the mean of `accum` gradients
     schedule = updates if accum == 1 else (lambda step: updates(step // accum))
@@ -178,11 +183,18 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
                         train_labels=data.train_labels)
     # ---- shard & transfer: the state replicated on every device, the feed and the test set too
     state = jax.device_put(state, parallel.replicated(mesh))
-    eval_bs = eval_batch_size(config, mesh, len(data.test_labels))
-    evaluate_ = Evaluator(data.test_images, data.test_labels, steps, eval_bs, mesh)
+    # With a validation split the test split is evaluated once, at the end (after every epoch
+    # too with train.test_every_epoch): nothing is chosen on it.
+    per_epoch = {split: Evaluator(images, labels, steps,
+                                  eval_batch_size(config, mesh, len(labels)), mesh)
+                 for split, images, labels in data.splits()[1:]
+                 if split == "val" or not data.has_validation or tc.test_every_epoch}
+    test_bs = eval_batch_size(config, mesh, len(data.test_labels))
+    test = per_epoch.get("test") or Evaluator(data.test_images, data.test_labels, steps,
+                                              test_bs, mesh)
     final = (Evaluator(data.test_images, data.test_labels,
-                       steps._replace(tta_level=tc.tta_level), eval_bs, mesh)
-             if tc.tta_level else evaluate_)
+                       steps._replace(tta_level=tc.tta_level), test_bs, mesh)
+             if tc.tta_level else test)
     if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
         platform = mesh.devices.flat[0].platform
         feed = DeviceFeed(data, tc.batch_size, mesh,
@@ -191,8 +203,9 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
                           tc.drop_remainder)
     else:
         feed = HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
-    job = Job(config, mesh, data, graphdef, schedule, spe, feed, steps, evaluate_,
-              final, key, summary.table(model, data.image_shape), init_seconds, compile_seconds)
+    job = Job(config, mesh, data, graphdef, schedule, spe, feed, steps, per_epoch,
+              final, key, summary.table(model, data.image_shape), selection, init_seconds,
+              compile_seconds)
     return job, state
 
 
@@ -260,9 +273,12 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
                          job.schedule, saver.resumed_at, tc.profile_steps)
     watch = saver.watch
     _announce(job, pos, saver, log)
+    end = pos.epoch if stopped_early(pos.history) else tc.epochs  # the epoch the loop ends at
+    stopper = (EarlyStop(*job.selection, tc.early_stop_patience, pos.history)
+               if tc.early_stop_patience else None)
     # ---- compile before the clock starts: the run's time, like airbench's, leaves it out
     compile_seconds = job.compile_seconds
-    if pos.epoch < tc.epochs:
+    if pos.epoch < end:
         lengths = _call_lengths(job, pos.epoch, pos.step_in_epoch, stop_at_step)
         compile_seconds += job.compile(state, pos.epoch, lengths)
     clock = {"init": job.init_seconds if saver.resumed_at is None else 0.0, "train": 0.0,
@@ -272,7 +288,7 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     try:
         with checkpoint.StopSignals(job.config.checkpoint.stop_timeout_s) as signals, \
                 parallel.PeerWatch(tc.peer_timeout_s, saver.directory):
-            for epoch in range(pos.epoch, tc.epochs):
+            for epoch in range(pos.epoch, end):
                 first = pos.step_in_epoch if epoch == pos.epoch else 0
                 sums = pos.sums if first else initial_train_sums()
                 state, sums, stopped, i, seconds = _train_epoch(
@@ -284,16 +300,27 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
                 train = sums_to_host(sums)
                 watch.train(train, done)
                 clock["train"] += seconds
-                row = _evaluate_epoch(job, state, epoch, train, seconds, spe - first, clock)
-                watch.metrics({k: row[k] for k in ("test_loss", "test_accuracy")}, epoch)
+                row, eval_seconds = _evaluate_epoch(job, state, epoch, train, seconds,
+                                                    spe - first)
+                watch.metrics({k: v for k, v in row.items()
+                               if k.startswith(("val_", "test_"))}, epoch)
+                early = stopper is not None and stopper.update(row, state)
+                if early or epoch + 1 == tc.epochs:
+                    if stopper is not None:  # the final test sees the best epoch's weights
+                        state = stopper.restore(state, saver.directory, spe, job.mesh)
+                        row.update(best_epoch=stopper.best_epoch,
+                                   early_stopped=epoch + 1 < tc.epochs)
+                    row.update(_final_evaluation(job, state, clock, row, eval_seconds))
                 history.append(row)
                 runlog.epoch(row)
                 log(_epoch_line(row, tc.epochs))
+                if "best_epoch" in row:
+                    log(_restored_line(row, job.selection[0], tc.early_stop_patience))
                 if "run_seconds" in row:
                     log(_final_line(row))
-                if stopped or saver.due_after_epoch(epoch + 1, tc.epochs, spe):
+                if stopped or early or saver.due_after_epoch(epoch + 1, tc.epochs, spe):
                     saver.save(state, done, epoch + 1, 0, initial_train_sums(), history, row)
-                if stopped:
+                if stopped or early:
                     break
     finally:
         runlog.close()
@@ -374,33 +401,40 @@ def _call_lengths(job: Job, epoch: int, first: int, stop_at_step: int | None) ->
     return out
 
 
-def _evaluate_epoch(job: Job, state, epoch: int, train: dict, seconds: float, steps: int,
-                    clock: dict) -> dict:
-    """The epoch's metrics.jsonl row: train sums, test metrics, speed; after the last epoch also
-    the final (TTA) evaluation and the run's time as airbench counts it: init + training +
-    final evaluation, compilation left out and reported apart. Times are this process's: a
-    resumed run counts from its restart."""
-    tc = job.config.train
-    t = time.perf_counter()
-    ev = job.evaluate(state)
-    eval_seconds = time.perf_counter() - t
+def _evaluate_epoch(job: Job, state, epoch: int, train: dict, seconds: float, steps: int
+                    ) -> tuple[dict, float]:
+    """The epoch's metrics.jsonl row: train sums, the per-epoch evaluations (val_*, or test_*
+    without a validation split), speed; and the seconds of its last evaluation."""
     row = {"epoch": epoch + 1, "step": (epoch + 1) * job.steps_per_epoch,
-           "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-           "test_loss": ev["loss"], "test_accuracy": ev["accuracy"],
-           "images_per_sec": steps * tc.batch_size / seconds, "epoch_seconds": seconds}
-    if epoch + 1 < tc.epochs:
-        return row
-    row["tta_level"] = tc.tta_level
-    if tc.tta_level:
+           "train_loss": train["loss"], "train_accuracy": train["accuracy"]}
+    eval_seconds = 0.0
+    for split, evaluate_ in job.evaluate.items():
+        t = time.perf_counter()
+        ev = evaluate_(state)
+        eval_seconds = time.perf_counter() - t
+        row.update({f"{split}_loss": ev["loss"], f"{split}_accuracy": ev["accuracy"]})
+    row.update(images_per_sec=steps * job.config.train.batch_size / seconds,
+               epoch_seconds=seconds)
+    return row, eval_seconds
+
+
+def _final_evaluation(job: Job, state, clock: dict, row: dict, eval_seconds: float) -> dict:
+    """The last row's additions: the test split (with TTA, `train.tta_level`; on the restored
+    best weights with early stopping) and the run's time as airbench counts it: init +
+    training + final evaluation, compilation left out and reported apart. Times are this
+    process's: a resumed run counts from its restart."""
+    tc, out = job.config.train, {"tta_level": job.config.train.tta_level}
+    if tc.tta_level or "test_accuracy" not in row or tc.early_stop_patience:
         t = time.perf_counter()
         fin = job.final_evaluate(state)
         eval_seconds = time.perf_counter() - t
-        row.update(test_loss=fin["loss"], test_accuracy=fin["accuracy"],
-                   test_accuracy_no_tta=ev["accuracy"])
-    row.update(init_seconds=clock["init"], train_seconds=clock["train"],
+        if tc.tta_level and "test_accuracy" in row and not tc.early_stop_patience:
+            out["test_accuracy_no_tta"] = row["test_accuracy"]
+        out.update(test_loss=fin["loss"], test_accuracy=fin["accuracy"])
+    out.update(init_seconds=clock["init"], train_seconds=clock["train"],
                final_eval_seconds=eval_seconds, compile_seconds=clock["compile"],
                run_seconds=clock["init"] + clock["train"] + eval_seconds)
-    return row
+    return out
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str | None = None, *, devices="all",
@@ -440,7 +474,10 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
         log(f"pruning ({p.scope}) to sparsity {p.sparsity:g} "
             + (f"at the start of epoch {p.start_epoch + 1}" if p.start_epoch == p.end_epoch else
                f"from epoch {p.start_epoch + 1} to {p.end_epoch + 1}"))
-    if saver.resumed_at is not None and pos.epoch >= tc.epochs:
+    if saver.resumed_at is not None and stopped_early(pos.history):
+        log(f"{where}/{saver.resumed_at} stopped early (train.early_stop_patience): nothing to "
+            "train (use another --workdir to start over)")
+    elif saver.resumed_at is not None and pos.epoch >= tc.epochs:
         log(f"{where}/{saver.resumed_at} already finished all {tc.epochs} epochs: nothing to "
             "train (raise --config.train.epochs to continue, or use another --workdir to start "
             "over)")
@@ -450,15 +487,25 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
+    evals = " ".join(f"{s}_loss={row[s + '_loss']:.4f} {s}_accuracy={row[s + '_accuracy']:.4f}"
+                     for s in ("val", "test") if s + "_loss" in row)
     return (f"epoch {row['epoch']}/{epochs}: train_loss={row['train_loss']:.4f} "
-            f"train_accuracy={row['train_accuracy']:.4f} test_loss={row['test_loss']:.4f} "
-            f"test_accuracy={row['test_accuracy']:.4f} ({row['images_per_sec']:,.0f} img/s, "
-            f"{row['epoch_seconds']:.1f} s)")
+            f"train_accuracy={row['train_accuracy']:.4f} {evals} "
+            f"({row['images_per_sec']:,.0f} img/s, {row['epoch_seconds']:.1f} s)")
+
+
+def _restored_line(row: dict, metric: str, patience: int) -> str:
+    why = (f"stopped early: {metric} not better for {patience} epoch(s) after epoch "
+           f"{row['best_epoch']}; " if row["early_stopped"] else "")
+    return (f"{why}test_* are of epoch {row['best_epoch']}'s weights, restored (best "
+            f"{metric})")
 
 
 def _final_line(row: dict) -> str:
-    tta = (f"tta_level={row['tta_level']} test_accuracy={row['test_accuracy']:.4f} (without "
-           f"TTA {row['test_accuracy_no_tta']:.4f}); " if row["tta_level"] else "")
+    no_tta = (f" (without TTA {row['test_accuracy_no_tta']:.4f})"
+              if "test_accuracy_no_tta" in row else "")
+    tta = (f"tta_level={row['tta_level']} test_accuracy={row['test_accuracy']:.4f}{no_tta}; "
+           if row["tta_level"] else "")
     return (f"final evaluation: {tta}run {row['run_seconds']:.1f} s = init "
             f"{row['init_seconds']:.1f} + train {row['train_seconds']:.1f} + final eval "
             f"{row['final_eval_seconds']:.1f}, compilation ({row['compile_seconds']:.1f} s) "

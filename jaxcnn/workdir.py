@@ -50,7 +50,8 @@ class Saver:
         self.failed = False
 
     def open(self, workdir: str) -> None:
-        self.ckpts = checkpoint.RunCheckpoints(workdir, self.job.config.checkpoint)
+        self.ckpts = checkpoint.RunCheckpoints(workdir, self.job.config.checkpoint,
+                                               self.job.selection)
 
     def due_after_epoch(self, epochs_done: int, epochs: int, spe: int) -> bool:
         k = self.job.config.checkpoint

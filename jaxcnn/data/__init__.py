@@ -7,6 +7,6 @@ TFDS sets (`tfds_source.py`), and in-memory toys (`toy.py`); decoded arrays are 
 
 from jaxcnn.data.cache import cache_dir
 from jaxcnn.data.dataset import Dataset
-from jaxcnn.data.spec import load, load_options
+from jaxcnn.data.spec import load, load_options, prepare
 
-__all__ = ["Dataset", "cache_dir", "load", "load_options"]
+__all__ = ["Dataset", "cache_dir", "load", "load_options", "prepare"]

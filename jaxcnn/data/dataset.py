@@ -123,6 +123,29 @@ class Dataset:
                        self.test_images[te], relabel[self.test_labels[te]],
                        tuple(self.class_names[c] for c in keep), name, **val).validate()
 
+    def with_channels(self, channels: int) -> "Dataset":
+        """Every split as `channels` (1: grey, by Pillow's RGB -> L weights, as predict and
+        serving convert files; 3: RGB, grey repeated); itself when it has them already or 0."""
+        have = self.image_shape[-1]
+        if not channels or channels == have:
+            return self
+        if (have, channels) not in ((3, 1), (1, 3)):
+            raise UserError(f"data.channels={channels}: {self.name} has {have}-channel images, "
+                            "which convert only between 1 (grey) and 3 (RGB): use 1 or 3")
+
+        def convert(x):
+            if x is None:
+                return None
+            if channels == 3:
+                return np.repeat(x, 3, axis=-1)
+            # Pillow's integer luma: (19595 R + 38470 G + 7471 B + 2^15) >> 16
+            w = np.array([19595, 38470, 7471], np.uint32)
+            return ((x.astype(np.uint32) @ w + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+        return dataclasses.replace(
+            self, train_images=convert(self.train_images), test_images=convert(self.test_images),
+            val_images=convert(self.val_images)).validate()
+
     def with_validation(self, validation: float, seed: int) -> "Dataset":
         """`validation` (a fraction or a count, `split.validation_indices`) of the training
         images held out as the validation split, stratified by class, fixed by `seed`; itself

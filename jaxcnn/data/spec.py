@@ -70,6 +70,18 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None, download: boo
     return dataset.validate()
 
 
+def prepare(config: ConfigDict, dataset: Dataset | None = None) -> Dataset:
+    """The data a run of `config` trains and evaluates on: `dataset` (or `load(data.name)`)
+    with only `data.classes` / `data.train_per_class`, as `data.channels`, and
+    `data.validation` held out of its training split (by `seed`). Training, evaluation and
+    plots all call this, so a run's splits are the same images everywhere."""
+    d = config.data
+    data = dataset if dataset is not None else load(d.name, **load_options(d))
+    if d.classes or d.train_per_class:
+        data = data.subset(d.classes, d.train_per_class)
+    return data.with_channels(d.get("channels", 0)).with_validation(d.validation, config.seed)
+
+
 def load_options(data_config: ConfigDict) -> dict:
     """`load`'s keyword arguments from a `config.data`: `load(d.name, **load_options(d))`."""
     d = data_config
