@@ -5,10 +5,16 @@
 
 FLOPs are counted analytically, 2 x multiply-adds of every convolution and matrix product, from
 the shapes in the model's traced forward pass (its jaxpr) at batch 1: the figure papers quote,
-the same on every device. Not XLA's `jax.jit(f).lower(x).compile().cost_analysis()`: it works
-on CPU (jax 0.10.2), but its count depends on the backend and on the kernels XLA picks (on CPU
-jaxcnn runs some 3x3 convolutions as matmuls) and takes in elementwise ops; for the seed CNN it
-reports 18,946,058 on CPU against the analytic 19,615,744.
+the same on every device. Like the papers' counts (torchvision's 4.09 G multiply-adds for
+ResNet-50, Li et al.'s 1.25e8 for ResNet-56), it leaves out the elementwise and data-movement
+work: BatchNorm, activations, residual additions, max and average pooling (strided slices and
+additions in jaxcnn's models), concatenation (DenseNet) and padding; tests/test_zoo.py checks
+the zoo against the published figures.
+
+Not XLA's `jax.jit(f).lower(x).compile().cost_analysis()`: it works on CPU (jax 0.10.2), but
+its count depends on the backend and on the kernels XLA picks (on CPU jaxcnn runs some 3x3
+convolutions as matmuls) and takes in elementwise ops; for the seed CNN it reports 18,946,058
+on CPU against the analytic 19,615,744.
 """
 
 import math
