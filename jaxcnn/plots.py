@@ -4,6 +4,8 @@
 
 `curves.png`: train and test loss and accuracy per epoch, from metrics.jsonl.
 `confusion_matrix.png`: test set counts, rows true class, columns predicted.
+`per_class.png`: precision, recall and F1 of each class from that confusion matrix
+(`inference.per_class`, the figures scripts/evaluate.py prints).
 `predictions.png`: test images spread evenly over the test set (folder data sets are sorted by
 class), with predicted and true labels, wrong ones in red.
 
@@ -70,6 +72,47 @@ def plot_confusion(cm_KxK: np.ndarray, class_names, path: str) -> str:
     return _save(fig, path)
 
 
+def plot_per_class(metrics: dict, class_names, path: str) -> str:
+    """Precision, recall and F1 of each class as grouped bars, with the macro averages: the
+    figures of `inference.per_class`, as scripts/evaluate.py prints them."""
+    k = len(class_names)
+    fig = Figure(figsize=(min(4 + 0.6 * k, 20), 4.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(k)
+    width = 0.27
+    for j, name in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (j - 1) * width, metrics[f"per_class_{name}"], width,
+               label=f"{name} (macro {metrics[f'macro_{name}']:.4f})")
+    ax.set_xticks(x, class_names, rotation=45 if k > 10 else 0,
+                  ha="right" if k > 10 else "center")
+    ax.set(ylim=(0, 1.05), ylabel="score", title="precision, recall and F1 per class "
+           f"({sum(metrics['per_class_count'])} test images)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8)  # below: clear of the bars
+    return _save(fig, path)
+
+
+def plot_lr_find(result, path: str, *, title: str = "") -> str:
+    """The range test (`jaxcnn.lr_find.RangeTest`): loss and smoothed loss against the learning
+    rate on a log axis, the suggested rate marked."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, alpha=0.35, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+    ax.axvline(result.suggested, color=WRONG, linestyle="--",
+               label=f"suggested {result.suggested:.3g}")
+    ax.set_xscale("log")
+    both = np.concatenate([result.losses, result.smoothed])
+    finite = both[np.isfinite(both)]
+    if finite.size:  # the divergence can be off the scale: keep the useful part in view
+        ax.set_ylim(finite.min() * 0.9, min(finite.max(), result.smoothed[0] * 1.5) * 1.05)
+    ax.set(xlabel="learning rate", ylabel="training loss",
+           title=title or f"learning-rate range test ({result.stopped})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
 def plot_predictions(images_NxHxWxC: np.ndarray, labels_N: np.ndarray, preds_N: np.ndarray,
                      class_names, path: str, *, columns: int = 8,
                      title: str = "test images") -> str:
@@ -132,6 +175,8 @@ def plot_run(workdir: str, *, model=None, config=None, num_images: int = 32) -> 
     return [
         plot_curves(history, os.path.join(out, "curves.png")),
         plot_confusion(cm_KxK, data.class_names, os.path.join(out, "confusion_matrix.png")),
+        plot_per_class(inference.per_class(cm_KxK), data.class_names,
+                       os.path.join(out, "per_class.png")),
         plot_predictions(data.test_images[idx_n], data.test_labels[idx_n], preds_n,
                          data.class_names, os.path.join(out, "predictions.png"),
                          title=f"{len(idx_n)} of {len(data.test_labels)} test images, evenly "

@@ -1,6 +1,7 @@
 """Plots of a run into `<workdir>/plots/`: `python scripts/plot.py runs/digits_cnn`.
 
-Writes curves.png (loss and accuracy per epoch, from metrics.jsonl), confusion_matrix.png and
+Writes curves.png (loss and accuracy per epoch, from metrics.jsonl), confusion_matrix.png,
+per_class.png (precision, recall and F1 of each class, as scripts/evaluate.py prints them) and
 predictions.png (the run's latest checkpoint on its test set); scripts/train.py writes the same
 at the end of a run.
 """

@@ -10,7 +10,7 @@ from PIL import Image
 from jaxcnn import plots
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-NAMES = ("curves.png", "confusion_matrix.png", "predictions.png")
+NAMES = ("curves.png", "confusion_matrix.png", "per_class.png", "predictions.png")
 
 
 def _png(path) -> tuple[int, int]:
@@ -29,13 +29,37 @@ def plotted(digits_run):
     return workdir, plots.plot_run(str(workdir))
 
 
-def test_plot_run_writes_three_pngs_in_plots(plotted):
+def test_plot_run_writes_four_pngs_in_plots(plotted):
     workdir, paths = plotted
     assert paths == [str(workdir / "plots" / n) for n in NAMES]
-    curves, confusion, predictions = (_png(p) for p in paths)
+    curves, confusion, per_class, predictions = (_png(p) for p in paths)
     assert curves == (1000, 400)  # 10 x 4 inches at 100 dpi
     assert 500 <= confusion[0] <= 1700 and 400 <= confusion[1] <= 1600
+    assert per_class == (1000, 450)  # 10 classes: 4 + 0.6 x 10 inches wide
     assert predictions == (1200, 640)  # 32 images: 4 rows of 8
+
+
+def test_per_class_bars_are_evaluate_py_figures(tmp_path, monkeypatch):
+    """The bars' heights are `inference.per_class` of the confusion matrix, the function
+    scripts/evaluate.py prints: drawn as matplotlib bars, read back from the figure."""
+    from matplotlib.axes import Axes
+
+    from jaxcnn import inference
+    cm = np.array([[8, 2, 0], [1, 5, 4], [0, 0, 10]])  # 3 classes, one never predicted wrongly
+    drawn = []
+    real_bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, x, h, *a, **k: drawn.append(
+        (k["label"], np.asarray(h))) or real_bar(self, x, h, *a, **k))
+    m = inference.per_class(cm)
+    path = plots.plot_per_class(m, ["a", "b", "c"], str(tmp_path / "p.png"))
+    assert _png(path) == (580, 450)
+    labels = [label for label, _ in drawn]
+    assert labels == [f"precision (macro {m['macro_precision']:.4f})",
+                      f"recall (macro {m['macro_recall']:.4f})", f"f1 (macro {m['macro_f1']:.4f})"]
+    np.testing.assert_allclose(drawn[0][1], [8 / 9, 5 / 7, 10 / 14])  # precision: by column
+    np.testing.assert_allclose(drawn[1][1], [0.8, 0.5, 1.0])  # recall: by row
+    np.testing.assert_allclose(drawn[2][1], 2 * drawn[0][1] * drawn[1][1] /
+                               (drawn[0][1] + drawn[1][1]))
 
 
 def test_predictions_mark_the_wrong_ones(tmp_path):
