@@ -183,3 +183,140 @@ def test_a_prepared_tfds_set_streams_as_it_loads(tmp_path):
         x, y = stream.Loader(records, src.image_shape).all()
         np.testing.assert_array_equal(x, images)
         np.testing.assert_array_equal(y, labels)
+
+
+def _run_config(folder, tmp_path, on_device="no", augment=True):
+    from jaxcnn.config import default_config
+    c = default_config()
+    c.data.name, c.data.cache_dir = f"folder:{folder}", str(tmp_path / "cache")
+    c.data.on_device, c.data.workers = on_device, 0
+    if augment:  # in the worker map when streamed
+        c.data.crop_padding, c.data.flip = 2, True
+    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 8, 12
+    c.train.drop_remainder = False  # 42 images: 5 full batches and one of 2
+    c.checkpoint.keep = 2
+    return c
+
+
+def _small_cnn():
+    from flax import nnx
+
+    from jaxcnn import models
+    return models.CNN(3, width=8, hidden=32, rngs=nnx.Rngs(0))
+
+
+def _leaves(model):
+    from flax import nnx
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+
+
+def test_a_streamed_run_holds_out_the_in_memory_validation_images(image_folder, tmp_path):
+    from jaxcnn.data import prepare
+    c = _run_config(image_folder, tmp_path, augment=False)
+    c.data.validation = 6  # 2 per class
+    data, loader = stream.for_training(c)
+    ref = prepare(c)  # the same config, its images in memory
+    assert data.train_images.shape == (0, 32, 32, 3) and len(loader.records) == 36
+    for a, b in ((data.val_images, ref.val_images), (data.val_labels, ref.val_labels),
+                 (data.test_images, ref.test_images), (data.test_labels, ref.test_labels),
+                 (data.train_labels, ref.train_labels), (loader.all()[0], ref.train_images)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_streamed_run_resumes_exactly_and_matches_the_in_memory_run(image_folder, tmp_path):
+    from conftest import QUIET
+
+    from jaxcnn import checkpoint
+    from jaxcnn.train import train_and_evaluate
+    c = _run_config(image_folder, tmp_path)
+    straight = train_and_evaluate(c, str(tmp_path / "a"), model=_small_cnn(), **QUIET)
+    first = train_and_evaluate(c, str(tmp_path / "b"), model=_small_cnn(), stop_at_step=9,
+                               **QUIET)  # step 3 of epoch 2
+    assert first.stopped == "stop_at_step"
+    meta = checkpoint.load_arrays(str(tmp_path / "b" / "checkpoints" / "9"))[1]
+    assert {k: meta["stream"][k] for k in ("epoch", "next_step", "records")} == \
+        {"epoch": 1, "next_step": 3, "records": 42}
+    resumed = train_and_evaluate(c, str(tmp_path / "b"), model=_small_cnn(), **QUIET)
+    for a, b in zip(_leaves(straight.model), _leaves(resumed.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    keys = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    assert [[r[k] for k in keys] for r in resumed.history] == \
+        [[r[k] for k in keys] for r in straight.history]
+    # without augmentation the streamed batches are the in-memory ones: the same training,
+    # up to how XLA compiles the on-device loop (fp32 sums in another order: 1e-6)
+    plain = [train_and_evaluate(_run_config(image_folder, tmp_path, on_device, augment=False),
+                                None, model=_small_cnn(), **QUIET) for on_device in ("no", "yes")]
+    for a, b in zip(*(_leaves(r.model) for r in plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert plain[0].final["test_accuracy"] == plain[1].final["test_accuracy"]
+
+
+def streamed_run(folder: str, cache: str, coordinator: str = "", n: str = "1",
+                 pid: str = "0") -> dict:
+    """A short streamed run, as one of `n` processes: the records this process decoded per
+    epoch, its rows of each batch, and the result."""
+    from jaxcnn import models
+    from jaxcnn.config import default_config
+    from jaxcnn.train import build, fit
+    if int(n) > 1:
+        parallel.initialize_distributed(coordinator, int(n), int(pid))
+    c = default_config()
+    c.data.name, c.data.cache_dir, c.data.on_device, c.data.workers = folder, cache, "no", 0
+    c.data.crop_padding, c.data.flip = 2, True
+    c.train.epochs, c.train.batch_size, c.train.eval_batch_size = 2, 6, 12  # 7 steps of 6
+    c.train.peer_timeout_s = 60.0
+    from flax import nnx
+    job, state = build(c, model=models.CNN(3, width=8, hidden=32, rngs=nnx.Rngs(0)))
+    seen, epoch_of = {}, job.feed.loader.epoch
+
+    def spy(order, batch_size, start=0, epoch=0):
+        seen.setdefault(str(epoch), []).extend(np.asarray(order)[start * batch_size:].tolist())
+        return epoch_of(order, batch_size, start, epoch)
+
+    job.feed.loader.epoch = spy
+    r = fit(job, state, progress=False, log=lambda *_: None)
+    return {"seen": seen, "final": r.final, "mine": [job.feed.mine.start, job.feed.mine.stop],
+            "params": [float(np.abs(x).sum()) for x in _leaves(r.model)]}
+
+
+@pytest.mark.slow
+def test_two_processes_stream_disjoint_shards_and_match_one_process(image_folder, tmp_path):
+    import socket
+    import subprocess
+
+    from conftest import REPO, _env
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    code = ("import json, sys; sys.path.insert(0, 'tests'); from test_stream import "
+            "streamed_run; print(json.dumps(streamed_run(*sys.argv[1:])))")
+    folder, cache = f"folder:{image_folder}", str(tmp_path / "cache")
+    procs = [subprocess.Popen([sys.executable, "-c", code, folder, cache, f"127.0.0.1:{port}",
+                               "2", str(pid)], cwd=REPO, env=_env(1, None), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for pid in (0, 1)]
+    try:
+        one = streamed_run(folder, cache)  # meanwhile, here: one process with 2 devices
+        assert jax.device_count() == 2
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    two, two_b = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert (two["mine"], two_b["mine"], one["mine"]) == ([0, 3], [3, 6], [0, 6])
+    for epoch in ("0", "1"):
+        a, b = two["seen"][epoch], two_b["seen"][epoch]
+        assert len(a) == len(b) == 21 and not set(a) & set(b)  # disjoint halves ...
+        assert sorted(a + b) == list(range(42)) == sorted(one["seen"][epoch])  # ... each once
+        # the processes' rows of each global batch, side by side, are the one process's batch
+        np.testing.assert_array_equal(
+            np.concatenate([np.reshape(a, (7, 3)), np.reshape(b, (7, 3))], axis=1),
+            np.reshape(one["seen"][epoch], (7, 6)))
+    # the same batches, summed over 2 devices in another order: fp32 rounding only
+    np.testing.assert_allclose(two["params"], one["params"], rtol=1e-5)
+    assert two["params"] == two_b["params"]  # every process holds the same replicated state
+    assert abs(two["final"]["train_loss"] - one["final"]["train_loss"]) < 1e-5
+    assert two["final"]["test_accuracy"] == one["final"]["test_accuracy"]

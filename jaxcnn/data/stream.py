@@ -564,3 +564,11 @@ def decoded_rows(loader: Loader, rows: np.ndarray) -> np.ndarray:
     plain = Loader(loader.records, loader.decode.image_shape, workers=loader.workers,
                    max_image_pixels=loader.decode.max_image_pixels)
     return plain.all(order=np.asarray(rows, np.int64))[0]
+
+
+def wanted(data_config) -> bool:
+    """Whether a run streams: data.on_device=no on streamable records, or records that only
+    stream (arrayrecord:)."""
+    kind = data_config.name.strip().partition(":")[0]
+    return kind == "arrayrecord" or (data_config.on_device == "no" and is_streamable(
+        data_config.name))
