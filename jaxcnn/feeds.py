@@ -4,6 +4,7 @@
 and runs several optimizer steps as one `lax.fori_loop` with a static trip count (lengths are
 powers of two up to `steps_per_call`, so a run compiles a handful of executables at most).
 `HostFeed`: the fallback for data that does not fit; one batch is copied from the host per call.
+`StreamFeed`: records read from disk and decoded every epoch by Grain workers (data/stream.py).
 Both take the same steps with the same keys: a run gives the same result either way.
 
     state, sums = feed.advance(state, sums, epoch, i, n, cfg, keys)  # steps i .. i+n-1
@@ -185,9 +186,11 @@ class StreamFeed:
     """Batches of records decoded in Grain workers (`jaxcnn/data/stream.py`), one per call.
 
     The order is `epoch_order`'s, as in the other feeds (same (epoch, step): same batch, on a
-    resume too). Each process reads only its rows of every global batch, and the global batch
-    is assembled on the mesh from the processes' parts; the next batch is copied to the devices
-    while the current step runs. Its position goes into the checkpoint (`position`), with the
+    resume too); without augmentation the batches are HostFeed's. With it, the workers crop and
+    flip (`data/transforms.py`, drawn per seed, epoch and record) and the step does not.
+    Each process reads only its rows of every global batch, and the global batch is assembled
+    on the mesh from the processes' parts; the next batch is copied to the devices while the
+    current step runs. Its position goes into the checkpoint (`position`), with the
     records' digest, and `resume` checks it: the Grain iterator is rebuilt from the (epoch,
     step) it names, since the order is a function of the seed and the epoch.
     """

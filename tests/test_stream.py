@@ -121,6 +121,11 @@ def test_array_record_copy_streams_the_folder(image_folder, tmp_path):
         x, y = stream.Loader(a, src.image_shape).all(16)
         np.testing.assert_array_equal(x, stream.Loader(b, ref.image_shape).all(16)[0])
         np.testing.assert_array_equal(y, b.labels)
+    in_memory = load(f"arrayrecord:{tmp_path / 'ar'}")
+    folder = load(f"folder:{image_folder}", cache_dir=tmp_path / "c")
+    for a, b in ((in_memory.train_images, folder.train_images),
+                 (in_memory.test_labels, folder.test_labels)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_streaming_refuses_in_memory_sources_and_bad_shards(tmp_path):

@@ -567,8 +567,16 @@ def decoded_rows(loader: Loader, rows: np.ndarray) -> np.ndarray:
 
 
 def wanted(data_config) -> bool:
-    """Whether a run streams: data.on_device=no on streamable records, or records that only
-    stream (arrayrecord:)."""
-    kind = data_config.name.strip().partition(":")[0]
-    return kind == "arrayrecord" or (data_config.on_device == "no" and is_streamable(
-        data_config.name))
+    """Whether a run streams: data.on_device=no on records (folder:, arrayrecord:, tfds:)."""
+    return data_config.on_device == "no" and is_streamable(data_config.name)
+
+
+def load_arrays(directory: str, *, image_size: int = 0,
+                max_image_pixels: int = images.MAX_IMAGE_PIXELS) -> Dataset:
+    """An ArrayRecord copy decoded into memory (`load("arrayrecord:<dir>")`: evaluation, plots
+    and in-memory training of a set that was converted)."""
+    source = open_stream(f"arrayrecord:{directory}", image_size=image_size,
+                         max_image_pixels=max_image_pixels)
+    splits = [Loader(r, source.image_shape, max_image_pixels=max_image_pixels).all()
+              for r in (source.train, source.test)]
+    return Dataset(*splits[0], *splits[1], source.class_names, source.name)
