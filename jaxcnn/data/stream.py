@@ -36,6 +36,7 @@ import pathlib
 import shutil
 import stat
 import struct
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -453,8 +454,11 @@ class Decode:
 
 def _worker_init(worker: int, count: int) -> None:
     """Workers decode with Pillow and numpy only; should anything touch JAX there, it gets the
-    CPU, never an accelerator the training process holds."""
+    CPU, never an accelerator the training process holds. (Importing jaxcnn imports jax, which
+    reads JAX_PLATFORMS then: set both, before any backend starts.)"""
     os.environ["JAX_PLATFORMS"] = "cpu"
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_platforms", "cpu")
 
 
 class Loader:
