@@ -21,8 +21,10 @@ BatchNorm: only the parameters are averaged; the running statistics used with th
 the run's own. This is the default of PyTorch's `AveragedModel` (use_buffers=False) and of the
 TF Model Garden's EMA optimizer (trainable_weights_only=True); timm's ModelEmaV2 averages the
 buffers as well. Here the optimizer sees the parameters only, and the statistics are already
-a moving average (flax momentum 0.99: over the last ~100 batches); averaging them again would
-need the pure train step to hand them to the optimizer.
+a moving average of recent batches (the zoo's PyTorch-style momentum 0.9: the last ~10);
+averaging them again would need the pure train step to hand them to the optimizer. The cost:
+with a decay of 0.999 the averaged weights lag ~1,000 updates while the statistics follow the
+latest weights, a mismatch that shrinks as training settles (a low learning rate at the end).
 """
 
 from typing import NamedTuple
