@@ -4,6 +4,7 @@
     python scripts/bench.py --quick --no-torch                  # smoke run
     python scripts/bench.py --rows "train cnn b64"              # some rows only
     python scripts/bench.py --sweep                             # steps per compiled call
+    python scripts/bench.py --input --json results/bench-input-<date>.json  # decode + augment
 
 Training rows (`train <model> b<batch>`) time three sides on the same synthetic CIFAR-shaped
 data (50,000 uint8 images, on the device):
@@ -24,6 +25,15 @@ apart), warm-up calls, then R repeats of S optimizer steps (or forward calls), e
 waiting for the device. The repeats of all rows and sides are interleaved, and the side order
 rotates from one repeat to the next, so slow drift on a shared machine hits all sides alike.
 `--json` writes every repeat, the machine and the versions.
+
+`--input` times the input pipeline alone: decode + augment (random-resized crop + flip, uint8
+out) of the CIFAR-10 JPEG copy's train/ files (or `--input-data`), as jaxcnn streams them (a
+Grain MapDataset with `data.transforms.train_transform` in Grain worker processes) and as
+PyTorch does (DataLoader over torchvision's ImageFolder, RandomResizedCrop, RandomHorizontalFlip,
+PILToTensor), at the same worker counts and batch size. Each repeat is one pass over the same
+images with fresh loaders; img/s counts from the moment every worker has delivered its first
+batch to the last batch, so the workers' start (Grain spawns fresh interpreters that import this
+script, PyTorch forks) is reported apart.
 """
 
 import argparse
@@ -322,6 +332,8 @@ def _ratio(a: dict | None, b: dict | None) -> str:
 
 
 def markdown(info: dict, results: list[dict]) -> str:
+    if results and results[0]["kind"] == "input":  # a --input run's rows
+        return input_markdown(info, results)
     v = info["versions"]
     lines = [
         "# jaxcnn benchmark: every model, engine vs one dispatch per step vs PyTorch eager", "",
@@ -399,7 +411,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="epochs of the airbench runs (default: the config's)")
     p.add_argument("--airbench-seeds", type=int, default=3, metavar="N",
                    help="airbench runs, seeds 0..N-1 (default 3)")
+    p.add_argument("--input", action="store_true",
+                   help="time the input pipeline instead: decode + augment img/s of jaxcnn's "
+                        "Grain workers and PyTorch's DataLoader (ImageFolder) per worker count")
+    p.add_argument("--input-data", default=input_data_default(), metavar="PATH",
+                   help="--input: a class-per-folder directory or .tar(.gz) (its train/ is "
+                        "read; default: the CIFAR-10 JPEG copy, $JAXCNN_CIFAR10_JPEG)")
+    p.add_argument("--input-workers", default=",".join(map(str, INPUT_WORKERS)),
+                   help="--input: comma list of worker counts (default 0,1,2)")
+    p.add_argument("--input-images", type=int, metavar="N",
+                   help=f"--input: images per repeat (default {INPUT_IMAGES}, quick "
+                        f"{QUICK_INPUT_IMAGES})")
+    p.add_argument("--input-batch", type=int, default=INPUT_BATCH, metavar="B")
+    p.add_argument("--input-size", type=int, metavar="S",
+                   help="--input: crop size (default: the first image's shorter side)")
     args = p.parse_args(argv)
+    for name in ("input_images", "input_batch", "input_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    try:
+        args.input_workers = [int(w) for w in args.input_workers.split(",")]
+    except ValueError:
+        p.error(f"--input-workers must be a comma list of integers, got {args.input_workers!r}")
+    if any(w < 0 for w in args.input_workers):
+        p.error(f"--input-workers must be >= 0, got {args.input_workers}")
+    if args.input and not args.input_data:
+        p.error("--input needs --input-data: the CIFAR-10 JPEG copy was not found")
     for name in ("steps", "repeats", "torch_threads", "airbench_epochs", "airbench_seeds"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -429,6 +467,8 @@ def torch_threads_or_none(args) -> int | None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.input:
+        return main_input(args)
     if args.cpu_devices:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device query
     repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
@@ -477,6 +517,18 @@ def main(argv: list[str]) -> int:
         out["airbench"] = measure_airbench(args.airbench, args.airbench_epochs,
                                            args.airbench_seeds)
         print(airbench_markdown(out["airbench"]))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+def main_input(args) -> int:
+    """--input: the input benchmark alone; its table on stdout, its JSON with --json."""
+    out = measure_input(args)
+    print(markdown(out["machine"], out["rows"]))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -575,6 +627,259 @@ def airbench_markdown(runs: list[dict]) -> str:
     lines += ["", f"Mean test accuracy {statistics.mean(acc):.4f} ± {spread:.4f} (std over "
               f"{len(acc)} seeds); run time median {statistics.median(secs):.1f} s "
               f"[{min(secs):.1f}–{max(secs):.1f}]."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- input: decode + augment
+
+INPUT_WORKERS, INPUT_BATCH = (0, 1, 2), 128
+INPUT_IMAGES, QUICK_INPUT_IMAGES = 5120, 512  # per repeat, the first batch of each not timed
+CIFAR10_JPEG = "shared/data/cifar10-jpeg.tar.gz"  # the default --input-data, as tests find it
+
+
+def input_data_default() -> str | None:
+    """$JAXCNN_CIFAR10_JPEG, else shared/data/cifar10-jpeg.tar.gz in or beside the checkout."""
+    env = os.environ.get("JAXCNN_CIFAR10_JPEG")
+    if env:
+        return env
+    for base in (REPO, os.path.dirname(REPO)):
+        if os.path.isfile(os.path.join(base, CIFAR10_JPEG)):
+            return os.path.join(base, CIFAR10_JPEG)
+    return None
+
+
+def input_train_dir(path: str) -> str:
+    """The train/ folder of a class-per-folder directory, or of an archive extracted once into
+    the jaxcnn cache (keyed by the archive's name, size and mtime)."""
+    import tarfile
+
+    from jaxcnn.data import cache_dir
+    if not os.path.exists(path):
+        raise SystemExit(f"--input-data {path} does not exist: give a class-per-folder directory "
+                         "or a .tar(.gz) of one")
+    root = path
+    if not os.path.isdir(path):
+        st = os.stat(path)
+        root = str(cache_dir() / "bench-input" / f"{os.path.basename(path)}-{st.st_size}-"
+                   f"{int(st.st_mtime)}")
+        if not os.path.exists(os.path.join(root, ".complete")):
+            print(f"extracting {path} to {root} ...", file=sys.stderr)
+            with tarfile.open(path) as tar:
+                tar.extractall(root, filter="data")
+            open(os.path.join(root, ".complete"), "w").close()
+    for cand in [root] + sorted(os.path.join(root, d) for d in os.listdir(root)):
+        if os.path.isdir(os.path.join(cand, "train")):
+            return os.path.join(cand, "train")
+    raise SystemExit(f"no train/<class>/<image> folder in {path}")
+
+
+def input_files(train_dir: str) -> list[tuple[str, int]]:
+    """(path, label) in ImageFolder's order: sorted class folders, sorted files under each."""
+    classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    out = []
+    for label, cls in enumerate(classes):
+        for root, _, files in sorted(os.walk(os.path.join(train_dir, cls))):
+            out += [(os.path.join(root, f), label) for f in sorted(files)
+                    if not f.startswith(".")]
+    return out
+
+
+def import_torchvision():
+    """torchvision; if its compiled ops do not load (PyPI's wheel is built against a CUDA
+    PyTorch, and `import torchvision` fails on a CPU-only one), its package without the
+    `__init__` that registers them: datasets and transforms are pure Python and do not need them.
+    Returns (module, how it was loaded)."""
+    import importlib.util
+    import types
+    try:
+        import torchvision
+        return torchvision, getattr(torchvision, "loaded_as", "full")
+    except (ImportError, RuntimeError, OSError) as e:
+        why = f"without its compiled ops ({type(e).__name__}: {str(e)[:80]})"
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        del sys.modules[name]
+    spec = importlib.util.find_spec("torchvision")
+    pkg = types.ModuleType("torchvision")
+    pkg.__path__, pkg.__spec__ = list(spec.submodule_search_locations), spec
+    pkg.__version__ = importlib.metadata.version("torchvision")
+    pkg.get_image_backend = lambda: "PIL"  # what its __init__ would answer: ImageFolder's loader
+    pkg.loaded_as = why
+    sys.modules["torchvision"] = pkg
+    import torchvision.datasets  # noqa: F401
+    import torchvision.transforms  # noqa: F401
+    return pkg, why
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadAndTransform:
+    """Grain's random_map: (path, label) -> (uint8 HxWxC, label), the file read in the worker."""
+    transform: Callable
+
+    def __call__(self, item: tuple[str, int], rng: np.random.Generator):
+        path, label = item
+        with open(path, "rb") as f:
+            return self.transform(f.read(), rng), label
+
+
+def grain_loader(files, size: int, batch_size: int, workers: int, seed: int):
+    """jaxcnn's streamed input: a Grain MapDataset over the files, `transforms.train_transform`
+    (random-resized crop + flip) in `workers` worker processes (0: in this process)."""
+    import grain
+    from absl import flags
+
+    from jaxcnn.data import transforms
+    if not flags.FLAGS.is_parsed():  # grain reads absl flags; this script has its own parser
+        flags.FLAGS.mark_as_parsed()
+    config = default_config()
+    config.data.random_resized_crop, config.data.flip = (0.08, 1.0), True
+    transform = ReadAndTransform(transforms.train_transform(config, (size, size, 3)))
+    ds = (grain.MapDataset.source(files).shuffle(seed=seed).random_map(transform, seed=seed)
+          .batch(batch_size, drop_remainder=True))
+    # One image at a time per process, as PyTorch's workers (and its num_workers=0) take them:
+    # Grain's default of 16 reading threads per worker would race ahead during the workers'
+    # start and compare a different thing.
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if workers == 0 else 1))
+    if workers:  # two batches in flight per worker, as PyTorch's prefetch_factor=2
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                         per_worker_buffer_size=2))
+    return it
+
+
+def torch_loader(train_dir: str, indices, size: int, batch_size: int, workers: int, seed: int):
+    """PyTorch's: DataLoader over torchvision's ImageFolder (PIL decode, RGB), RandomResizedCrop
+    + RandomHorizontalFlip + PILToTensor (uint8, no float conversion, as the Grain side)."""
+    import torch
+    torchvision, _ = import_torchvision()
+    T = torchvision.transforms
+    folder = torchvision.datasets.ImageFolder(train_dir, transform=T.Compose(
+        [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.PILToTensor()]))
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(folder, indices),
+                                       batch_size=batch_size, shuffle=True, drop_last=True,
+                                       num_workers=workers,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def time_loader(make_iter: Callable, batch_size: int, skip: int) -> tuple[float, float, int]:
+    """(seconds to the `skip`-th batch, seconds for the rest, images in the rest) of one pass:
+    the timer starts once every worker has delivered its first batch."""
+    gc.collect()
+    t0 = time.perf_counter()
+    it = iter(make_iter())
+    for _ in range(skip):
+        next(it)
+    t1 = time.perf_counter()
+    n = sum(1 for _ in it) * batch_size
+    t2 = time.perf_counter()
+    if hasattr(it, "close"):
+        it.close()  # grain: stop its worker processes now, not at garbage collection
+    return t1 - t0, t2 - t1, n
+
+
+def input_info() -> dict:
+    """Machine and versions, without starting a JAX backend (PyTorch's workers fork)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version()}
+    for pkg in ("numpy", "pillow", "grain", "jax", "torch", "torchvision"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0],
+            "versions": versions,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["scripts/bench.py", *sys.argv[1:]])}
+
+
+def measure_input(args) -> dict:
+    """Decode + augment img/s of jaxcnn's Grain input and PyTorch's DataLoader at each worker
+    count, the repeats of all sides interleaved (the side that goes first rotates)."""
+    info = input_info()
+    train_dir = input_train_dir(args.input_data)
+    files = input_files(train_dir)
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
+    n = min(len(files), args.input_images or (QUICK_INPUT_IMAGES if args.quick
+                                              else INPUT_IMAGES))
+    b = args.input_batch
+    least = (max(args.input_workers) + 2) * b
+    if n < least:
+        raise SystemExit(f"--input-images {n} (or the folder's {len(files)} images) must be at "
+                         f"least {least}: a first batch per worker, then two timed batches of "
+                         f"--input-batch {b}")
+    indices = np.random.default_rng(0).permutation(len(files))[:n]
+    subset = [files[i] for i in indices]
+    from PIL import Image
+    with Image.open(subset[0][0]) as im:
+        size = args.input_size or min(im.size)
+    sides = {}
+    for w in args.input_workers:
+        sides[("jaxcnn", w)] = lambda w=w: grain_loader(subset, size, b, w, 0)
+        if not args.no_torch:
+            sides[("PyTorch", w)] = lambda w=w: torch_loader(train_dir, indices.tolist(), size,
+                                                             b, w, 0)
+    if not args.no_torch:
+        import torch
+        _, how = import_torchvision()
+        info["torchvision_import"] = how
+        info["torch_threads"] = torch.get_num_threads()
+    info.update(images=n, batch_size=b, image_size=size, data=args.input_data,
+                transform="random-resized crop (0.08-1.0 of the area, 3/4-4/3) + flip, uint8")
+    samples = {k: [] for k in sides}
+    keys = list(sides)
+    print(f"timing {len(keys)} loaders x {repeats} repeats over {n} images ...", file=sys.stderr)
+    for r in range(repeats):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            samples[k].append(time_loader(sides[k], b, skip=max(1, k[1])))
+        print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr)
+    info["load_avg_1m_end"] = os.getloadavg()[0]
+    rows = []
+    for w in args.input_workers:
+        row = {"name": f"input w{w}", "kind": "input", "workers": w, "batch_size": b}
+        for side in ("jaxcnn", "PyTorch"):
+            got = samples.get((side, w))
+            if got is None:
+                row[side.lower()] = None
+                continue
+            ips = [m / s for _, s, m in got]
+            row[side.lower()] = {"images_per_s": statistics.median(ips), "min": min(ips),
+                                 "max": max(ips), "samples": ips,
+                                 "seconds": [s for _, s, _ in got],
+                                 "images_timed": got[0][2],
+                                 "first_batches_s": [f for f, _, _ in got]}
+        rows.append(row)
+    return {"machine": info, "rows": rows, "sweep": [], "input": True}
+
+
+def input_markdown(info: dict, rows: list[dict]) -> str:
+    v = info["versions"]
+    lines = [
+        "# jaxcnn input benchmark: decode + augment, Grain workers vs PyTorch's DataLoader", "",
+        f"- machine: {info['cpu']}, {info['cores']} cores; 1-min load average "
+        f"{info['load_avg_1m_start']:.2f} at start, {info['load_avg_1m_end']:.2f} at end",
+        "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x)]
+    if "torchvision_import" in info:
+        lines.append(f"- torchvision loaded {info['torchvision_import']}")
+    lines += [f"- data: {os.path.basename(info['data'])}, {info['images']} images per repeat, "
+              f"batch {info['batch_size']}, {info['image_size']}x{info['image_size']} out; "
+              f"{info['transform']}",
+              f"- date: {info['date']}", f"- command: `{info['command']}`", "",
+              "img/s median [min–max] over the repeats, from the moment every worker has "
+              "delivered its first batch to the last batch; the time to that moment (the "
+              "workers' start) is given apart, median seconds.", "",
+              "| workers | jaxcnn (Grain) | PyTorch DataLoader | jaxcnn / PyTorch "
+              "| start s, jaxcnn | start s, PyTorch |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        j, t = r["jaxcnn"], r["pytorch"]
+        first = [f"{statistics.median(s['first_batches_s']):.2f}" if s else "—"
+                 for s in (j, t)]
+        lines.append(f"| {r['workers']} | {_cell(j)} | {_cell(t)} | {_ratio(j, t)} "
+                     f"| {first[0]} | {first[1]} |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 import io
 import math
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -184,3 +185,29 @@ def test_rrc_area_is_spread_over_the_scale_range():
              for _ in range(400)]
     # uniform on 0.08..1 where it fits: a fair share both below 0.3 and above 0.7
     assert sum(a < 0.3 for a in areas) > 60 and sum(a > 0.7 for a in areas) > 60
+
+
+@pytest.mark.slow
+def test_the_same_pixels_as_torchvision():
+    """Center crop, and random-resized crop at a given box, equal torchvision's on PIL images."""
+    import importlib.util
+    if not importlib.util.find_spec("torchvision"):
+        pytest.skip("torchvision is not installed: pip install -e '.[bench]'")
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import bench
+    T = bench.import_torchvision()[0].transforms
+    blob = _png()
+    full = Image.open(io.BytesIO(blob)).convert("RGB")
+    for size, fraction, resize in ((64, 0.875, 73), (24, 0.875, 27), (70, 0.9, 78)):
+        want = T.Compose([T.Resize(resize), T.CenterCrop(size)])(full)
+        got = transforms.eval_transform(_config(center_crop=fraction), (size, size, 3))(blob)
+        np.testing.assert_array_equal(got, np.asarray(want), err_msg=f"{size} {fraction}")
+    rng = np.random.default_rng(4)
+    t = transforms.train_transform(_config(random_resized_crop=(0.08, 1.0)), (24, 24, 3))
+    top, left, h, w = transforms.random_resized_crop_box(np.random.default_rng(4), H, W,
+                                                         (0.08, 1.0), (3 / 4, 4 / 3))
+    want = T.functional.resized_crop(full, top, left, h, w, [24, 24])
+    np.testing.assert_array_equal(t(blob, rng), np.asarray(want))
+    # the fallback: torchvision's get_params with no crop that fits gives the same central box
+    assert T.RandomResizedCrop.get_params(full, (0.99, 1.0), (3, 4)) == (
+        transforms.random_resized_crop_box(rng, H, W, (0.99, 1.0), (3, 4)))
