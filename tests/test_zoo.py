@@ -41,7 +41,7 @@ ZOO = {
     "vgg11_bn": (10, 32, 9_231_114, 152_769_536, None),
     # Li et al. 2017 (Pruning Filters for Efficient ConvNets), Table 2: VGG-16 3.13e8
     "vgg16_bn": (10, 32, 14_728_266, 313_201_664, (3.13e8, 1e6)),
-    # 0.29 G multiply-adds is the figure quoted for DenseNet-BC (L=100, k=12)
+    # ~0.29 G multiply-adds, the figure usually quoted (the paper gives none for CIFAR)
     "densenet_bc_100": (10, 32, 769_162, 287_929_692, (0.29e9, 1e7)),
     # Li et al. 2017, Table 2: ResNet-56 1.25e8, ResNet-110 2.53e8
     "resnet56": (10, 32, 853_018, _cifar_resnet_macs(9), (1.25e8, 1e6)),

@@ -10,7 +10,9 @@ depth 100, growth rate k = 12, as bearpaw/pytorch-classification's `densenet` bu
 Convolutions without bias, He-normal with fan-out (the authors' init), PyTorch's default for
 the linear layer. 769,162 parameters for 10 classes (bearpaw's README: 0.77M, 4.54% error on
 CIFAR-10; the paper's Table 2: 0.8M, 4.51% error with augmentation); 287.9 M multiply-adds per
-32x32 image (the 0.29 G commonly quoted). Globally pooled: any image of at least 4x4 pixels.
+32x32 image in its convolutions and linear layer (the paper gives no FLOPs for its CIFAR
+models; the ~0.29 G usually quoted agrees to two digits). Globally pooled: any image of at
+least 4x4 pixels.
 """
 
 import jax

@@ -4,10 +4,11 @@ the ImageNet ResNet-50.
 ResNet-20/56/110 (He et al., "Deep Residual Learning for Image Recognition", sec. 4.2): 3x3
 stem of 16 channels, three stages of n = 3 / 9 / 18 basic blocks (16, 32, 64 channels),
 parameter-free shortcuts (option A: stride-2 subsample + zero channel padding), global average
-pool, linear head. 269,722 / 853,018 / 1,730,714 parameters for 10 classes (the counts of
-akamaster/pytorch_resnet_cifar10, the common PyTorch reference: "0.27M / 0.85M / 1.7M" in the
-paper's Table 6). Forward cost at 32x32: 40.6 / 125.5 / 252.9 M multiply-adds (Li et al. 2017,
-"Pruning Filters for Efficient ConvNets", Table 2: 1.25e8 for ResNet-56, 2.53e8 for ResNet-110).
+pool, linear head. 269,722 / 853,018 / 1,727,962 parameters for 10 classes ("0.27M / 0.85M /
+1.7M" in the paper's Table 6 and in akamaster/pytorch_resnet_cifar10, the common PyTorch
+reference; 1,730,714, as some tables give for ResNet-110, counts option-B projections).
+Forward cost at 32x32: 40.6 / 125.5 / 252.9 M multiply-adds (Li et al. 2017, "Pruning Filters
+for Efficient ConvNets", Table 2: 1.25e8 for ResNet-56, 2.53e8 for ResNet-110).
 ResNet-18 (CIFAR variant): 3x3 stem of 64 channels without max pool, four stages of two basic
 blocks (64..512), 1x1 projection shortcuts: 11,173,962 parameters for 10 classes.
 ResNet-50 (ImageNet, torchvision's `resnet50`, "v1.5": the stride of a downsampling bottleneck
