@@ -201,3 +201,31 @@ def test_each_cifar_model_has_a_config(name):
     config = importlib.import_module(f"configs.{CONFIGS[name]}").get_config()
     check_config(config)
     assert config.model.name == name and config.data.crop_padding == 4 and config.data.flip
+
+
+@pytest.mark.slow
+def test_pooling_and_strided_convs_match_pytorch():
+    """The references' PyTorch layers (floor-mode pools, padding k // 2 on both sides of a
+    strided conv, max pool 3x3/2 with padding 1), on odd and even sizes."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the bench extra)")
+    import torch.nn.functional as F
+
+    from jaxcnn.models.layers import avg_pool_2x2, max_pool_2x2
+    from jaxcnn.models.resnet import _tv_conv, max_pool_3x3_s2
+
+    rng = np.random.default_rng(0)
+    for size in (7, 8):
+        x = rng.normal(size=(2, size, size, 4)).astype(np.float32)
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+
+        def nhwc(y):
+            return y.numpy().transpose(0, 2, 3, 1)
+
+        np.testing.assert_array_equal(max_pool_2x2(x), nhwc(F.max_pool2d(t, 2)))
+        np.testing.assert_allclose(avg_pool_2x2(x), nhwc(F.avg_pool2d(t, 2)), atol=1e-6)
+        np.testing.assert_array_equal(max_pool_3x3_s2(x), nhwc(F.max_pool2d(t, 3, 2, 1)))
+        for k in (3, 7):  # ResNet-50's 3x3/2 and its 7x7/2 stem
+            conv = _tv_conv(4, 5, k, 2, jnp.float32, jnp.float32, nnx.Rngs(0))
+            w = np.asarray(conv.kernel[...]).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+            want = F.conv2d(t, torch.from_numpy(w), stride=2, padding=k // 2)
+            np.testing.assert_allclose(conv(x), nhwc(want), rtol=1e-5, atol=1e-5)
