@@ -33,18 +33,26 @@ def _save(fig: Figure, path: str) -> str:
 
 
 def plot_curves(history: list[dict], path: str) -> str:
-    """Loss and accuracy, train and test, against the epoch: one row of two panels."""
+    """Loss and accuracy against the epoch, train, validation and test (the epochs that have
+    them: with a validation split, test only at the end): one row of two panels."""
     fig = Figure(figsize=(10, 4), layout="constrained")
-    epochs = [r["epoch"] for r in history]
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
-        for split in ("train", "test"):
-            ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], marker="o", label=split)
+        for split in ("train", "val", "test"):
+            rows = [r for r in history if f"{split}_{metric}" in r]
+            # early stopping: the final test is of the best epoch's weights, drawn there
+            at = [r.get("best_epoch", r["epoch"]) if split == "test" else r["epoch"]
+                  for r in rows]
+            if rows:
+                ax.plot(at, [r[f"{split}_{metric}"] for r in rows], marker="o", label=split)
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
     last = history[-1]
-    fig.suptitle(f"test accuracy {last['test_accuracy']:.4f} after {last['epoch']} epochs")
+    restored = (f" (the weights of epoch {last['best_epoch']}, best on validation)"
+                if "best_epoch" in last else "")
+    fig.suptitle(f"test accuracy {last['test_accuracy']:.4f} after {last['epoch']} epochs"
+                 + restored)
     return _save(fig, path)
 
 
