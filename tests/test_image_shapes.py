@@ -69,6 +69,10 @@ def test_grey_conversion_is_pillows():
     want = np.stack([np.asarray(Image.fromarray(i).convert("L")) for i in x])[..., None]
     assert np.array_equal(grey.train_images, want) and grey.image_shape == (5, 6, 1)
     assert np.array_equal(grey.with_channels(3).test_images, np.repeat(want, 3, axis=-1))
+    small = grey.with_image_size(3)
+    assert small.image_shape == (3, 3, 1) and np.array_equal(
+        small.train_images[0, ..., 0],
+        np.asarray(Image.fromarray(want[0, ..., 0]).resize((3, 3), Image.Resampling.BILINEAR)))
 
 
 @pytest.mark.slow

@@ -123,6 +123,24 @@ class Dataset:
                        self.test_images[te], relabel[self.test_labels[te]],
                        tuple(self.class_names[c] for c in keep), name, **val).validate()
 
+    def with_image_size(self, size: int) -> "Dataset":
+        """Every split resized to `size` x `size` with Pillow's bilinear filter (as folders and
+        image files are); itself when already that size or 0."""
+        if not size or self.image_shape[:2] == (size, size):
+            return self
+        from PIL import Image
+
+        def resize(x):
+            if x is None:
+                return None
+            out = [np.asarray(Image.fromarray(i.squeeze(-1) if i.shape[-1] == 1 else i)
+                              .resize((size, size), Image.Resampling.BILINEAR)) for i in x]
+            return np.stack(out).reshape(len(x), size, size, x.shape[-1])
+
+        return dataclasses.replace(
+            self, train_images=resize(self.train_images), test_images=resize(self.test_images),
+            val_images=resize(self.val_images)).validate()
+
     def with_channels(self, channels: int) -> "Dataset":
         """Every split as `channels` (1: grey, by Pillow's RGB -> L weights, as predict and
         serving convert files; 3: RGB, grey repeated); itself when it has them already or 0."""

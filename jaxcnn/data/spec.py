@@ -9,7 +9,8 @@ from jaxcnn.data import cache, cifar, folder, images, tfds_source, toy
 from jaxcnn.data.dataset import Dataset
 from jaxcnn.errors import UserError
 
-KNOWN = "cifar10, cifar100, digits, synthetic, folder:<path> or tfds:<name>"
+KNOWN = ("cifar10, cifar100, digits, synthetic, folder:<path>, arrayrecord:<dir> or "
+         "tfds:<name>")
 # A TFDS name may carry a version (mnist:3.0.1), which its data dir then follows.
 _TFDS_SPEC = re.compile(r"(?P<name>[^:]+(?::\d+\.[\d*]+\.[\d*]+)?)(?::(?P<data_dir>.+))?")
 
@@ -24,6 +25,8 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None, download: boo
       cifar10:<path>               a local copy: the .tar.gz or the extracted folder
       folder:<path>                train/<class>/<image> and test/<class>/<image>, as a
                                    directory or a .tar.gz/.tgz/.tar/.zip archive
+      arrayrecord:<dir>            shards written by scripts/convert.py (decoded here; a
+                                   run with data.on_device=no streams them instead)
       tfds:<name>[:<data_dir>]     a TFDS set prepared as array_record (default data dir
                                    $TFDS_DATA_DIR or ~/tensorflow_datasets)
       digits                       sklearn's 8x8 digits as 32x32x3, 1,437 train / 360 test
@@ -52,6 +55,10 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None, download: boo
         dataset = folder.load_folder(arg, root, image_size=image_size,
                                      max_file_bytes=max_file_bytes,
                                      max_image_pixels=max_image_pixels)
+    elif kind == "arrayrecord" and arg:
+        from jaxcnn.data import stream
+        dataset = stream.load_arrays(arg, image_size=image_size,
+                                     max_image_pixels=max_image_pixels)
     elif kind == "tfds":
         match = _TFDS_SPEC.fullmatch(arg)
         if not match:
@@ -72,14 +79,16 @@ def load(spec: str, *, cache_dir: str | os.PathLike | None = None, download: boo
 
 def prepare(config: ConfigDict, dataset: Dataset | None = None) -> Dataset:
     """The data a run of `config` trains and evaluates on: `dataset` (or `load(data.name)`)
-    with only `data.classes` / `data.train_per_class`, as `data.channels`, and
-    `data.validation` held out of its training split (by `seed`). Training, evaluation and
-    plots all call this, so a run's splits are the same images everywhere."""
+    with only `data.classes` / `data.train_per_class`, resized to `data.image_size` (a folder
+    is already), as `data.channels`, and `data.validation` held out of its training split (by
+    `seed`). Training, evaluation and plots all call this: a run's splits are the same images
+    everywhere."""
     d = config.data
     data = dataset if dataset is not None else load(d.name, **load_options(d))
     if d.classes or d.train_per_class:
         data = data.subset(d.classes, d.train_per_class)
-    return data.with_channels(d.get("channels", 0)).with_validation(d.validation, config.seed)
+    data = data.with_image_size(d.image_size).with_channels(d.get("channels", 0))
+    return data.with_validation(d.validation, config.seed)
 
 
 def load_options(data_config: ConfigDict) -> dict:
