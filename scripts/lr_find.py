@@ -1,10 +1,11 @@
 """The learning-rate range test: `python scripts/lr_find.py --config configs/digits_cnn.py`.
 
 Trains the config's run from its initial weights while the learning rate grows geometrically
-from --low to --high over --steps optimizer steps, stops once the smoothed loss passes 4x its
-minimum, and writes lr_find.json, lr_find.csv and lr_find.png to --out (jaxcnn/lr_find.py says
-how). The last line printed is the suggested rate: the steepest descent of the smoothed loss.
-Override config fields as in training: `--config.train.batch_size=128`.
+from --low to --high over --steps optimizer steps, stops once the smoothed loss diverges (4x its
+minimum, or back above its start after falling), and writes lr_find.json, lr_find.csv and
+lr_find.png to --out (jaxcnn/lr_find.py says how). The last line printed is the suggested
+rate: the steepest descent of the smoothed loss. Override config fields as in training:
+`--config.train.batch_size=128`.
 """
 
 import os
