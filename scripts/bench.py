@@ -27,10 +27,11 @@ rotates from one repeat to the next, so slow drift on a shared machine hits all 
 `--json` writes every repeat, the machine and the versions.
 
 `--input` times the input pipeline alone: decode + augment (random-resized crop + flip, uint8
-out) of the CIFAR-10 JPEG copy's train/ files (or `--input-data`), as jaxcnn streams them (a
-Grain MapDataset with `data.transforms.train_transform` in Grain worker processes) and as
-PyTorch does (DataLoader over torchvision's ImageFolder, RandomResizedCrop, RandomHorizontalFlip,
-PILToTensor), at the same worker counts and batch size. Each repeat is one pass over the same
+out) of the CIFAR-10 JPEG copy's train/ files (or `--input-data`), as a streamed jaxcnn run
+does (`data.stream.Loader`: Grain worker processes running `data.transforms.train_transform`;
+with 0 workers, two threads of this process) and as PyTorch does (DataLoader over torchvision's
+ImageFolder, RandomResizedCrop, RandomHorizontalFlip, PILToTensor), on the same images at the
+same worker counts and batch size. Each repeat is one pass over the same
 images with fresh loaders; img/s counts from the moment every worker has delivered its first
 batch to the last batch, so the workers' start (Grain spawns fresh interpreters that import this
 script, PyTorch forks) is reported apart.
@@ -423,6 +424,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"--input: images per repeat (default {INPUT_IMAGES}, quick "
                         f"{QUICK_INPUT_IMAGES})")
     p.add_argument("--input-batch", type=int, default=INPUT_BATCH, metavar="B")
+    p.add_argument("--input-cache", metavar="DIR",
+                   help="--input: where an archive is extracted (default: jaxcnn's cache dir)")
     p.add_argument("--input-size", type=int, metavar="S",
                    help="--input: crop size (default: the first image's shorter side)")
     args = p.parse_args(argv)
@@ -648,40 +651,16 @@ def input_data_default() -> str | None:
     return None
 
 
-def input_train_dir(path: str) -> str:
-    """The train/ folder of a class-per-folder directory, or of an archive extracted once into
-    the jaxcnn cache (keyed by the archive's name, size and mtime)."""
-    import tarfile
+def input_records(path: str, cache: str | None):
+    """The training records of the class-per-folder directory or archive at `path`, as a
+    streamed run opens them (`stream.open_stream`: an archive is extracted once into the cache),
+    and the train/ folder they sit in, for ImageFolder."""
+    import pathlib
 
-    from jaxcnn.data import cache_dir
-    if not os.path.exists(path):
-        raise SystemExit(f"--input-data {path} does not exist: give a class-per-folder directory "
-                         "or a .tar(.gz) of one")
-    root = path
-    if not os.path.isdir(path):
-        st = os.stat(path)
-        root = str(cache_dir() / "bench-input" / f"{os.path.basename(path)}-{st.st_size}-"
-                   f"{int(st.st_mtime)}")
-        if not os.path.exists(os.path.join(root, ".complete")):
-            print(f"extracting {path} to {root} ...", file=sys.stderr)
-            with tarfile.open(path) as tar:
-                tar.extractall(root, filter="data")
-            open(os.path.join(root, ".complete"), "w").close()
-    for cand in [root] + sorted(os.path.join(root, d) for d in os.listdir(root)):
-        if os.path.isdir(os.path.join(cand, "train")):
-            return os.path.join(cand, "train")
-    raise SystemExit(f"no train/<class>/<image> folder in {path}")
-
-
-def input_files(train_dir: str) -> list[tuple[str, int]]:
-    """(path, label) in ImageFolder's order: sorted class folders, sorted files under each."""
-    classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
-    out = []
-    for label, cls in enumerate(classes):
-        for root, _, files in sorted(os.walk(os.path.join(train_dir, cls))):
-            out += [(os.path.join(root, f), label) for f in sorted(files)
-                    if not f.startswith(".")]
-    return out
+    from jaxcnn.data import stream
+    records = stream.open_stream(f"folder:{path}", cache_dir=cache).train
+    first = pathlib.Path(records.paths[0])
+    return records, str(next(p for p in first.parents if p.name == "train"))
 
 
 def import_torchvision():
@@ -710,39 +689,16 @@ def import_torchvision():
     return pkg, why
 
 
-@dataclasses.dataclass(frozen=True)
-class ReadAndTransform:
-    """Grain's random_map: (path, label) -> (uint8 HxWxC, label), the file read in the worker."""
-    transform: Callable
-
-    def __call__(self, item: tuple[str, int], rng: np.random.Generator):
-        path, label = item
-        with open(path, "rb") as f:
-            return self.transform(f.read(), rng), label
-
-
-def grain_loader(files, size: int, batch_size: int, workers: int, seed: int):
-    """jaxcnn's streamed input: a Grain MapDataset over the files, `transforms.train_transform`
-    (random-resized crop + flip) in `workers` worker processes (0: in this process)."""
-    import grain
-    from absl import flags
-
-    from jaxcnn.data import transforms
-    if not flags.FLAGS.is_parsed():  # grain reads absl flags; this script has its own parser
-        flags.FLAGS.mark_as_parsed()
+def grain_loader(records, order, size: int, batch_size: int, workers: int):
+    """jaxcnn's streamed input, as training runs it: `stream.Loader` (Grain, `workers` worker
+    processes; 0: this process) with `transforms.train_transform` (random-resized crop + flip)."""
+    from jaxcnn.data import stream, transforms
     config = default_config()
     config.data.random_resized_crop, config.data.flip = (0.08, 1.0), True
-    transform = ReadAndTransform(transforms.train_transform(config, (size, size, 3)))
-    ds = (grain.MapDataset.source(files).shuffle(seed=seed).random_map(transform, seed=seed)
-          .batch(batch_size, drop_remainder=True))
-    # One image at a time per process, as PyTorch's workers (and its num_workers=0) take them:
-    # Grain's default of 16 reading threads per worker would race ahead during the workers'
-    # start and compare a different thing.
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if workers == 0 else 1))
-    if workers:  # two batches in flight per worker, as PyTorch's prefetch_factor=2
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                         per_worker_buffer_size=2))
-    return it
+    shape = (size, size, 3)
+    loader = stream.Loader(records, shape, workers=workers,
+                           transform=transforms.train_transform(config, shape))
+    return loader.epoch(order, batch_size)
 
 
 def torch_loader(train_dir: str, indices, size: int, batch_size: int, workers: int, seed: int):
@@ -759,7 +715,11 @@ def torch_loader(train_dir: str, indices, size: int, batch_size: int, workers: i
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def time_loader(make_iter: Callable, batch_size: int, skip: int) -> tuple[float, float, int]:
+def _batch_size(batch) -> int:
+    return len(batch["image"] if isinstance(batch, dict) else batch[0])
+
+
+def time_loader(make_iter: Callable, skip: int) -> tuple[float, float, int]:
     """(seconds to the `skip`-th batch, seconds for the rest, images in the rest) of one pass:
     the timer starts once every worker has delivered its first batch."""
     gc.collect()
@@ -768,7 +728,7 @@ def time_loader(make_iter: Callable, batch_size: int, skip: int) -> tuple[float,
     for _ in range(skip):
         next(it)
     t1 = time.perf_counter()
-    n = sum(1 for _ in it) * batch_size
+    n = sum(_batch_size(batch) for batch in it)
     t2 = time.perf_counter()
     if hasattr(it, "close"):
         it.close()  # grain: stop its worker processes now, not at garbage collection
@@ -800,25 +760,25 @@ def measure_input(args) -> dict:
     """Decode + augment img/s of jaxcnn's Grain input and PyTorch's DataLoader at each worker
     count, the repeats of all sides interleaved (the side that goes first rotates)."""
     info = input_info()
-    train_dir = input_train_dir(args.input_data)
-    files = input_files(train_dir)
+    records, train_dir = input_records(args.input_data, args.input_cache)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
-    n = min(len(files), args.input_images or (QUICK_INPUT_IMAGES if args.quick
-                                              else INPUT_IMAGES))
     b = args.input_batch
+    n = min(len(records), args.input_images or (QUICK_INPUT_IMAGES if args.quick
+                                                else INPUT_IMAGES))
+    n -= n % b  # whole batches only, on both sides
     least = (max(args.input_workers) + 2) * b
     if n < least:
-        raise SystemExit(f"--input-images {n} (or the folder's {len(files)} images) must be at "
+        raise SystemExit(f"--input-images {n} (or the folder's {len(records)} images) must be at "
                          f"least {least}: a first batch per worker, then two timed batches of "
                          f"--input-batch {b}")
-    indices = np.random.default_rng(0).permutation(len(files))[:n]
-    subset = [files[i] for i in indices]
+    # the same images on both sides: records are ordered as ImageFolder's samples (class, path)
+    indices = np.random.default_rng(0).permutation(len(records))[:n]
     from PIL import Image
-    with Image.open(subset[0][0]) as im:
+    with Image.open(records.paths[0]) as im:
         size = args.input_size or min(im.size)
     sides = {}
     for w in args.input_workers:
-        sides[("jaxcnn", w)] = lambda w=w: grain_loader(subset, size, b, w, 0)
+        sides[("jaxcnn", w)] = lambda w=w: grain_loader(records, indices, size, b, w)
         if not args.no_torch:
             sides[("PyTorch", w)] = lambda w=w: torch_loader(train_dir, indices.tolist(), size,
                                                              b, w, 0)
@@ -834,7 +794,7 @@ def measure_input(args) -> dict:
     print(f"timing {len(keys)} loaders x {repeats} repeats over {n} images ...", file=sys.stderr)
     for r in range(repeats):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            samples[k].append(time_loader(sides[k], b, skip=max(1, k[1])))
+            samples[k].append(time_loader(sides[k], skip=max(1, k[1])))
         print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr)
     info["load_avg_1m_end"] = os.getloadavg()[0]
     rows = []
