@@ -26,7 +26,7 @@ class EarlyStop:
     def __init__(self, metric: str, mode: str, patience: int, history):
         self.metric, self.patience, self.sign = metric, patience, 1.0 if mode == "max" else -1.0
         self.best_epoch, self.best = 0, None
-        self.weights = None  # host copy of the best epoch's (params, model_state)
+        self.weights = None  # host copy of the best epoch's (params, model_state, opt_state)
         for row in history:
             self._better(row)
 
@@ -40,12 +40,14 @@ class EarlyStop:
     def update(self, row: dict, state: TrainState) -> bool:
         """Take the epoch's row; True when the run should stop after it."""
         if self._better(row):
-            self.weights = parallel.to_host((state.params, state.model_state))
+            # the optimizer state too: an EMA of the weights (train.ema_decay) lives there
+            self.weights = parallel.to_host((state.params, state.model_state, state.opt_state))
         return row["epoch"] - self.best_epoch >= self.patience
 
     def restore(self, state: TrainState, ckpt_dir: str | None, steps_per_epoch: int,
                 mesh) -> TrainState:
-        """`state` with the best epoch's parameters and BatchNorm statistics."""
+        """`state` with the best epoch's parameters, BatchNorm statistics and optimizer state
+        (its EMA of the weights, when the run keeps one)."""
         if self.weights is None:  # reached before this process resumed the run
             step = self.best_epoch * steps_per_epoch
             path = os.path.join(ckpt_dir or "", str(step))
@@ -54,6 +56,7 @@ class EarlyStop:
                                 "its weights cannot be restored: keep checkpoint.best_metric "
                                 "on, or train again")
             best, _ = checkpoint.restore(path, state)
-            self.weights = (best.params, best.model_state)
-        params, model_state = jax.device_put(self.weights, parallel.replicated(mesh))
-        return state._replace(params=params, model_state=model_state)
+            self.weights = (best.params, best.model_state, best.opt_state)
+        params, model_state, opt_state = jax.device_put(self.weights,
+                                                         parallel.replicated(mesh))
+        return state._replace(params=params, model_state=model_state, opt_state=opt_state)

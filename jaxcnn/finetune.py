@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
-from jaxcnn import checkpoint
+from jaxcnn import checkpoint, ema
 from jaxcnn.errors import UserError
 from jaxcnn.optim import make_optimizer
 
@@ -44,6 +44,7 @@ def load_backbone(model: nnx.Module, path: str) -> nnx.Module:
     checkpoint lacks, or one whose shape differs, is a UserError naming it and both shapes.
     """
     arrays, _ = checkpoint.load_arrays(path)
+    arrays = ema.checkpoint_weights(arrays)  # an EMA run's weights are its average
     return checkpoint.copy_into(model, arrays, checkpoint.resolve(path), skip=head_name(model))
 
 
@@ -51,6 +52,7 @@ def load_whole(model: nnx.Module, path: str, class_names) -> nnx.Module:
     """Copy every array, the head's too, from checkpoint `path` (in place): the trained network
     continues on the same classes (`finetune.keep_head`)."""
     arrays, meta = checkpoint.load_arrays(path)
+    arrays = ema.checkpoint_weights(arrays)
     saved = meta.get("class_names")
     if saved is not None and tuple(saved) != tuple(class_names):
         raise UserError(f"finetune.keep_head=true keeps the head of {path}, trained on classes "

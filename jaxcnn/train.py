@@ -24,12 +24,12 @@ from ml_collections import ConfigDict
 
 from jaxcnn import checkpoint, ema, finetune, logs, models, parallel, prune, quantize, summary
 from jaxcnn.config import check_config, compute_dtype, selection_metric
-from jaxcnn.data import Dataset, prepare
+from jaxcnn.data import Dataset, prepare, stream
 from jaxcnn.data.pipeline import normalize, steps_per_epoch
 from jaxcnn.early_stop import EarlyStop, stopped_early
 from jaxcnn.errors import UserError
 from jaxcnn.evaluation import Evaluator, eval_batch_size, evaluate
-from jaxcnn.feeds import DeviceFeed, HostFeed, RunKeys, steps_per_call
+from jaxcnn.feeds import DeviceFeed, HostFeed, RunKeys, StreamFeed, steps_per_call
 from jaxcnn.optim import make_schedule, make_train_optimizer
 from jaxcnn.steps import (
     StepConfig,
@@ -57,7 +57,7 @@ class Job:
     graphdef: nnx.GraphDef
     schedule: optax.Schedule  # learning rate per optimizer step, for the logs
     steps_per_epoch: int  # with train.drop_remainder the rest is dropped (reshuffled each epoch)
-    feed: DeviceFeed | HostFeed
+    feed: DeviceFeed | HostFeed | StreamFeed
     steps: StepConfig  # the train step's settings
     evaluate: dict[str, Evaluator]  # {split: its evaluation after every epoch}: val, or test
     final_evaluate: Evaluator  # the test split after the last epoch, with `train.tta_level`
@@ -120,7 +120,11 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     mesh = parallel.make_mesh(parallel.select_devices(devices))
     parallel.check_batch_size(tc.batch_size, mesh)
     # ---- input
-    data = prepare(config, dataset)
+    loader = None  # the training records' loader when streamed (data.on_device=no on records)
+    if dataset is None and stream.wanted(config.data):
+        data, loader = stream.for_training(config)  # no training image in memory
+    else:
+        data = prepare(config, dataset)
     selection = selection_metric(config, data.has_validation)
     if tc.early_stop_patience and config.checkpoint.every_epochs != 1:
         raise UserError("train.early_stop_patience restores the best epoch, which needs a "
@@ -168,7 +172,7 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
         init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
     else:
         tx = make_train_optimizer(config, updates, model, spe // accum)
-        init_seconds, compile_seconds = _init_from_data(model, data, config)
+        init_seconds, compile_seconds = _init_from_data(model, data, config, loader)
     if config.quant.mode == "qat":
         model = quantize.qat(model, data.image_shape)
     if config.prune.sparsity:
@@ -195,7 +199,9 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     final = (Evaluator(data.test_images, data.test_labels,
                        steps._replace(tta_level=tc.tta_level), test_bs, mesh)
              if tc.tta_level else test)
-    if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
+    if loader is not None:
+        feed = StreamFeed(loader, tc.batch_size, mesh, tc.drop_remainder)
+    elif _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
         platform = mesh.devices.flat[0].platform
         feed = DeviceFeed(data, tc.batch_size, mesh,
                           steps_per_call(tc.steps_per_call, platform, config.model.name,
@@ -222,7 +228,7 @@ def _fits_on_device(nbytes: int, mesh: Mesh, setting: str) -> bool:
     return limit is None or nbytes < limit // 4
 
 
-def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict
+def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict, loader=None
                     ) -> tuple[float, float]:
     """The hook for a data-dependent init (airbench's whitening layer); its seconds without
     and with compilation.
@@ -245,7 +251,9 @@ def _init_from_data(model: nnx.Module, data: Dataset, config: ConfigDict
         m.init_from_data(normalize(images, *prep))
         return nnx.state(m)
 
-    images = jax.device_put(data.train_images[rows.astype(np.int64)])
+    rows = rows.astype(np.int64)
+    images = jax.device_put(data.train_images[rows] if loader is None
+                            else stream.decoded_rows(loader, rows))  # streamed: decode them
     t = time.perf_counter()
     compiled = jax.jit(init).lower(variables, images).compile()
     t_run = time.perf_counter()
@@ -329,7 +337,8 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
         where = (f"checkpoint saved in {saver.directory}/{done}" if saver.directory
                  else "no workdir, nothing saved")
         log(f"stopped by {stopped} after step {done}: {where}; rerun the same command to resume")
-    trained = nnx.merge(job.graphdef, *parallel.to_host((state.params, state.model_state)))
+    final = ema.evaluated(state)  # the weights the run evaluated: their EMA, if it keeps one
+    trained = nnx.merge(job.graphdef, *parallel.to_host((final.params, final.model_state)))
     return Result(trained, history, history[-1] if history else {}, stopped)
 
 
@@ -454,7 +463,9 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
     config, data, tc = job.config, job.data, job.config.train
     log(parallel.describe(job.mesh))
     feed = (f"data on device, {job.feed.per_call} steps per call"
-            if isinstance(job.feed, DeviceFeed) else "data streamed from host")
+            if isinstance(job.feed, DeviceFeed) else
+            f"records streamed, decoded by {job.feed.loader.workers} Grain worker(s)"
+            if isinstance(job.feed, StreamFeed) else "data streamed from host")
     log(f"jaxcnn: {config.model.name} on {data.name} ({len(data.train_labels)} train / "
         f"{len(data.test_labels)} test, {data.num_classes} classes), {tc.epochs} epochs x "
         f"{job.steps_per_epoch} steps of {tc.batch_size}"
@@ -470,6 +481,13 @@ def _announce(job: Job, pos: Position, saver: Saver, log) -> None:
             f"{data.num_classes} classes")
     if config.quant.mode == "qat":
         log("quantization-aware training: int8 weights and activations in the forward pass")
+    if tc.ema_decay:
+        log(f"evaluating and saving an exponential moving average of the weights (decay "
+            f"{tc.ema_decay:g}, train.ema_decay)")
+    if job.selection[0]:
+        log(f"best checkpoint by {job.selection[0]}" + (
+            f"; early stopping after {tc.early_stop_patience} epochs without a better one"
+            if tc.early_stop_patience else ""))
     if p.sparsity:
         log(f"pruning ({p.scope}) to sparsity {p.sparsity:g} "
             + (f"at the start of epoch {p.start_epoch + 1}" if p.start_epoch == p.end_epoch else
