@@ -130,18 +130,17 @@ def test_trains_exports_and_fine_tunes(name, tmp_path):
         return models.MODELS[name](classes, image_size=size, rngs=nnx.Rngs(0), **TINY[name])
 
     # one epoch of 2 steps through the engine, checkpointed
-    first = _data(size, 2)
-    pre = train_and_evaluate(_config(name), str(tmp_path / "pre"), dataset=first,
-                             model=tiny(2), **QUIET)
+    first, model = _data(size, 2), tiny(2)
+    init = [np.array(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]  # host copies
+    pre = train_and_evaluate(_config(name), str(tmp_path / "pre"), dataset=first, model=model,
+                             **QUIET)
     assert np.isfinite(pre.final["train_loss"]) and np.isfinite(pre.final["test_loss"])
-    init = nnx.state(tiny(2), nnx.Param)
-    trained = nnx.state(pre.model, nnx.Param)
-    assert any(not np.array_equal(a, b) for a, b in
-               zip(jax.tree.leaves(init), jax.tree.leaves(trained), strict=True))
+    trained = jax.tree.leaves(nnx.state(pre.model, nnx.Param))
+    assert any(not np.array_equal(a, b) for a, b in zip(init, trained, strict=True))
 
     # the export (cpu and cuda in one artifact) computes the evaluation's figures: its logits
     # on the test images give the run's final test loss and accuracy
-    run = inference.load_run(str(tmp_path / "pre"), model=tiny(2))
+    run = inference.load_run(str(tmp_path / "pre"), model=nnx.eval_shape(lambda: tiny(2)))
     meta = export.export_run(run, str(tmp_path / "export"))
     assert meta["platforms"] == ["cpu", "cuda"]
     served = serving.classify(serving.load(str(tmp_path / "export")), first.test_images)
@@ -150,7 +149,7 @@ def test_trains_exports_and_fine_tunes(name, tmp_path):
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     labels = first.test_labels
     assert abs(-log_p[np.arange(len(labels)), labels].mean() - pre.final["test_loss"]) < 1e-4
-    assert (logits.argmax(1) == labels).mean() == pre.final["test_accuracy"]
+    assert abs((logits.argmax(1) == labels).mean() - pre.final["test_accuracy"]) < 1e-6
 
     # a linear probe on 3 classes: a new head, the backbone exactly as saved
     c = _config(name)
