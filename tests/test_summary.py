@@ -26,7 +26,7 @@ def test_totals_equal_count_params(name, total):
     assert s.params == total == sum(layer.count for layer in s.layers)
 
 
-def test_every_registered_model_adds_up():
+def test_the_original_models_add_up():
     # the zoo from the papers is checked against its published counts in test_zoo.py
     for name in ("cnn", "resnet20", "resnet18", "airbench"):
         model = summary.abstract_model(name, 7, (32, 32, 3))
