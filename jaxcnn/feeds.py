@@ -243,7 +243,11 @@ class StreamFeed:
         if isinstance(batch, UserError):
             raise batch
         # the next batch: its decode and copy overlap the step about to run
-        self._ahead = next(self._batches, None) if i + 1 < self.steps else None
+        if i + 1 < self.steps:
+            self._ahead = next(self._batches, None)
+        else:  # the epoch's workers stop now, not when the process exits
+            self._batches.close()
+            self._batches, self._ahead = None, None
         return batch
 
     def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
