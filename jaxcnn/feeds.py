@@ -235,20 +235,25 @@ class StreamFeed:
 
     def _batch(self, epoch: int, i: int, keys: RunKeys) -> Batch:
         if self._ahead is None or self._ahead[0] != (epoch, i):  # new epoch, or a resume
-            if self._batches is not None:
-                self._batches.close()
+            self.close()
             self._batches = self._epoch(keys, epoch, i)
             self._ahead = next(self._batches)
         batch = self._ahead[1]
         if isinstance(batch, UserError):
+            self.close()
             raise batch
         # the next batch: its decode and copy overlap the step about to run
         if i + 1 < self.steps:
             self._ahead = next(self._batches, None)
         else:  # the epoch's workers stop now, not when the process exits
-            self._batches.close()
-            self._batches, self._ahead = None, None
+            self.close()
         return batch
+
+    def close(self) -> None:
+        """Stop the Grain workers of the epoch in progress (the next `advance` restarts them)."""
+        if self._batches is not None:
+            self._batches.close()
+        self._batches, self._ahead = None, None
 
     def advance(self, state: TrainState, sums: dict, epoch: int, i: int, n: int,
                 cfg: StepConfig, keys: RunKeys) -> tuple[TrainState, dict]:
