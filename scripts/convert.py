@@ -4,7 +4,8 @@
     python scripts/train.py --config configs/cifar10_cnn.py --config.data.name=arrayrecord:out \
         --config.data.on_device=no
 
-Writes `out/<split>-NNNNN-of-NNNNN.array_record` (each record: a 4-byte little-endian label,
+Writes, for train, test and val (if the folder has val/ beside test/),
+`out/<split>-NNNNN-of-NNNNN.array_record` (each record: a 4-byte little-endian label,
 then the image file's bytes, unchanged: decoded when streamed), `out/<split>-labels.npy` (the
 labels, so a run reads them without opening a record) and `out/dataset.json` (class names,
 counts per class and shards per split). The folder's layout, order and limits are the folder
@@ -32,7 +33,8 @@ def convert(src: str, out: str, shards: int = 4, cache_dir: str | None = None) -
     source = stream.open_stream(f"folder:{src}", cache_dir=cache_dir)
     os.makedirs(out, exist_ok=True)
     index = {"class_names": list(source.class_names), "splits": {}}
-    for split, records in (("train", source.train), ("test", source.test)):
+    val = () if source.val is None else (("val", source.val),)  # a folder's val/ beside test/
+    for split, records in (("train", source.train), ("test", source.test), *val):
         k = min(shards, len(records))
         bounds = np.linspace(0, len(records), k + 1).astype(int)
         names = []

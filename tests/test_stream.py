@@ -226,6 +226,22 @@ def test_a_streamed_run_holds_out_the_in_memory_validation_images(image_folder, 
                  (data.test_images, ref.test_images), (data.test_labels, ref.test_labels),
                  (data.train_labels, ref.train_labels), (loader.all()[0], ref.train_images)):
         np.testing.assert_array_equal(a, b)
+    # a folder's own val/ beside test/: the validation split, streamed or not, and in its copy
+    import shutil
+    own = tmp_path / "own"
+    shutil.copytree(image_folder, own)
+    shutil.copytree(own / "test", own / "val")
+    c.data.name, c.data.validation = f"folder:{own}", 0
+    data, loader = stream.for_training(c)
+    ref = prepare(c)
+    assert len(loader.records) == 42 and len(data.val_labels) == 12
+    np.testing.assert_array_equal(data.val_images, ref.val_images)
+    convert.convert(str(own), str(tmp_path / "ar"), shards=2)
+    np.testing.assert_array_equal(load(f"arrayrecord:{tmp_path / 'ar'}").val_images,
+                                  ref.val_images)
+    c.data.validation = 6
+    with pytest.raises(UserError, match="has its own validation split"):
+        stream.for_training(c)
 
 
 @pytest.mark.slow

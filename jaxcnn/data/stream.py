@@ -195,6 +195,7 @@ class StreamSource:
     class_names: tuple[str, ...]
     name: str
     image_shape: tuple[int, int, int]  # (H, W, C) every image is decoded to
+    val: Records | None = None  # the source's own validation split (folder val/, TFDS's)
 
     @property
     def num_classes(self) -> int:
@@ -219,12 +220,12 @@ def open_stream(spec: str, *, cache_dir=None, image_size: int = 0,
                         "set data.on_device=auto or yes for the others")
     root = cache.cache_dir(cache_dir)
     if kind == "folder":
-        train, test, class_names, name = _open_folder(pathlib.Path(arg).expanduser(), root,
-                                                      max_file_bytes)
+        train, test, class_names, name, val = _open_folder(pathlib.Path(arg).expanduser(), root,
+                                                           max_file_bytes)
     elif kind == "arrayrecord":
-        train, test, class_names, name = _open_array_record(pathlib.Path(arg).expanduser())
+        train, test, class_names, name, val = _open_array_record(pathlib.Path(arg).expanduser())
     else:
-        train, test, class_names, name = _open_tfds(arg, root)
+        train, test, class_names, name, val = _open_tfds(arg, root)
     for split, records in (("train", train), ("test", test)):
         if len(records) == 0:
             raise UserError(f"{name} has no {split} images: add some")
@@ -234,7 +235,7 @@ def open_stream(spec: str, *, cache_dir=None, image_size: int = 0,
         w, h = images.upright_size(train[0], name=train.name(0),
                                    max_image_pixels=max_image_pixels)
         shape = (h, w, 3)
-    return StreamSource(train, test, tuple(class_names), name, shape)
+    return StreamSource(train, test, tuple(class_names), name, shape, val)
 
 
 def _open_folder(src: pathlib.Path, root: pathlib.Path, max_file_bytes: int):
@@ -271,7 +272,7 @@ def _open_folder(src: pathlib.Path, root: pathlib.Path, max_file_bytes: int):
     name = src.name
     for suffix in folder.ARCHIVE_SUFFIXES:
         name = name.removesuffix(suffix)
-    return out["train"], out["test"], class_names, name
+    return out["train"], out["test"], class_names, name, out.get("val")
 
 
 def _extracted(archive: pathlib.Path, root: pathlib.Path, max_file_bytes: int) -> pathlib.Path:
@@ -335,7 +336,7 @@ def _open_array_record(directory: pathlib.Path):
         index = json.loads(index_path.read_text())
         class_names = list(index["class_names"])
         out = []
-        for split in SPLITS:
+        for split in SPLITS + (("val",) if "val" in index["splits"] else ()):
             s = index["splits"][split]
             labels = np.load(directory / s["labels"]).astype(np.int32)
             shards = [str(directory / p) for p in s["shards"]]
@@ -353,7 +354,7 @@ def _open_array_record(directory: pathlib.Path):
             raise UserError(f"{records.where}: the shards hold {total} records and the index "
                             f"{len(records.labels)} labels in 0..{len(class_names) - 1}: "
                             "convert the folder again")
-    return out[0], out[1], class_names, directory.name
+    return out[0], out[1], class_names, directory.name, (out[2] if len(out) > 2 else None)
 
 
 def _shard_len(path: str) -> int:
@@ -392,7 +393,8 @@ def _open_tfds(arg: str, root: pathlib.Path):
         raise UserError(f"TFDS data set {name!r} is not prepared in {data_dir}: prepare it with "
                         f"`tfds build {name} --data_dir {data_dir} --file_format array_record`")
     out = []
-    for split in SPLITS:
+    has_val = "validation" in builder.info.splits  # the set's own validation split, if any
+    for split in SPLITS + (("validation",) if has_val else ()):
         path = root / "stream" / f"tfds-{name.replace(':', '-')}-{split}-labels.npy"
         key = hashlib.sha256(f"{builder.data_dir}".encode()).hexdigest()[:16]
         path = path.with_name(f"{key}-{path.name}")
@@ -404,7 +406,8 @@ def _open_tfds(arg: str, root: pathlib.Path):
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, labels)
         out.append(TfdsRecords(name, data_dir, split, labels))
-    return out[0], out[1], list(builder.info.features["label"].names), name
+    return (out[0], out[1], list(builder.info.features["label"].names), name,
+            out[2] if has_val else None)
 
 
 # ---------------------------------------------------------------- decoding in Grain workers
@@ -529,8 +532,9 @@ def for_training(config) -> tuple[Dataset, Loader]:
     `transforms.eval_transform` (evaluation sets are small next to the training set); and the
     `Loader` of the training records, augmenting in its workers (`transforms.train_transform`).
 
-    `data.validation` holds out the records `split.validation_indices` picks, the same images
-    as in memory."""
+    A folder's val/ (beside test/) or a TFDS validation split is the validation split, as in
+    memory; else `data.validation` holds out the records `split.validation_indices` picks, the
+    same images as in memory."""
     from jaxcnn.data import transforms
     d = config.data
     if d.classes or d.train_per_class:
@@ -548,7 +552,12 @@ def for_training(config) -> tuple[Dataset, Loader]:
         return Loader(records, shape, workers=d.workers, transform=evaluate,
                       max_image_pixels=d.max_image_pixels).all()
 
-    if d.validation:
+    if source.val is not None:
+        if d.validation:
+            raise UserError(f"data set {source.name!r} has its own validation split "
+                            f"({len(source.val)} images): drop data.validation to use it")
+        extra = dict(zip(("val_images", "val_labels"), in_memory(source.val), strict=True))
+    elif d.validation:
         kept, held = validation_indices(train.labels, d.validation, config.seed)
         extra = dict(zip(("val_images", "val_labels"), in_memory(take(train, held)),
                          strict=True))
@@ -581,6 +590,7 @@ def load_arrays(directory: str, *, image_size: int = 0,
     and in-memory training of a set that was converted)."""
     source = open_stream(f"arrayrecord:{directory}", image_size=image_size,
                          max_image_pixels=max_image_pixels)
-    splits = [Loader(r, source.image_shape, max_image_pixels=max_image_pixels).all()
-              for r in (source.train, source.test)]
-    return Dataset(*splits[0], *splits[1], source.class_names, source.name)
+    train, test, *val = [Loader(r, source.image_shape, max_image_pixels=max_image_pixels).all()
+                         for r in (source.train, source.test, source.val) if r is not None]
+    extra = dict(zip(("val_images", "val_labels"), val[0], strict=True)) if val else {}
+    return Dataset(*train, *test, source.class_names, source.name, **extra)
