@@ -787,7 +787,7 @@ def measure_input(args) -> dict:
         _, how = import_torchvision()
         info["torchvision_import"] = how
         info["torch_threads"] = torch.get_num_threads()
-    info.update(images=n, batch_size=b, image_size=size, data=args.input_data,
+    info.update(images=n, batch_size=b, image_size=size, data=os.path.basename(args.input_data),
                 transform="random-resized crop (0.08-1.0 of the area, 3/4-4/3) + flip, uint8")
     samples = {k: [] for k in sides}
     keys = list(sides)
@@ -824,7 +824,7 @@ def input_markdown(info: dict, rows: list[dict]) -> str:
         "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x)]
     if "torchvision_import" in info:
         lines.append(f"- torchvision loaded {info['torchvision_import']}")
-    lines += [f"- data: {os.path.basename(info['data'])}, {info['images']} images per repeat, "
+    lines += [f"- data: {info['data']}, {info['images']} images per repeat, "
               f"batch {info['batch_size']}, {info['image_size']}x{info['image_size']} out; "
               f"{info['transform']}",
               f"- date: {info['date']}", f"- command: `{info['command']}`", "",
