@@ -69,7 +69,8 @@ def default_config() -> ConfigDict:
     c.data.class_weights = ""  # the training loss per class: "" equal, "balanced" (n / (K x n_k))
     #                            or K comma-separated weights in label order
     # Untrusted folders and archives (folder:): files and images above these limits are refused
-    c.data.image_size = 0  # folder: resize every image to N x N; 0 = the most common size
+    c.data.image_size = 0  # resize every image to N x N (a folder's on decoding); 0 = as they
+    #                        are (a folder's: its most common size)
     c.data.max_file_bytes = 64 * 2**20  # per image file or archive member
     c.data.max_image_pixels = 2**26  # per decoded image (width x height)
     c.data.verify_sha256 = True  # a local CIFAR archive must be the official file; False for a

@@ -333,6 +333,8 @@ def fit(job: Job, state: TrainState, *, workdir: str | None = None, progress: bo
     finally:
         runlog.close()
         saver.close()  # waits for a save still being written
+        if hasattr(job.feed, "close"):  # a streamed run's Grain workers
+            job.feed.close()
     if stopped:
         where = (f"checkpoint saved in {saver.directory}/{done}" if saver.directory
                  else "no workdir, nothing saved")

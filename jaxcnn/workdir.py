@@ -78,6 +78,8 @@ class Saver:
                 "model": self.job.config.model.name, "num_classes": data.num_classes,
                 "class_names": list(data.class_names), "image_shape": list(data.image_shape),
                 "identity": self.identity}
+        if hasattr(self.job.feed, "position"):  # streamed: where the record stream stands
+            meta["stream"] = self.job.feed.position(epoch, step_in_epoch)
         if self.pending is not None:  # a failure of the previous save is named as its own
             with self._writing(self.pending):
                 self.ckpts.wait()
@@ -163,6 +165,8 @@ def _resume(job: "Job", state: TrainState, workdir: str | None, saver: Saver):
         state, meta = checkpoint.restore(ckpt, state)
         ownership.check_same_run(meta.get("identity"), saver.identity, ckpt)
         pos = _position(meta, saver.resumed_at, job, saver.directory)
+        if hasattr(job.feed, "resume"):
+            job.feed.resume(meta.get("stream"), pos.epoch, pos.step_in_epoch, ckpt)
         saver.key = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
         job.set_key(saver.key)
     if workdir:
