@@ -31,9 +31,9 @@ LOCK_FILE = ".lock"
 # Config fields that cannot change what a resumed run computes (or only extend it).
 MAY_CHANGE = ("train.epochs", "train.log_every_steps", "train.steps_per_call",
               "train.divergence_factor", "train.peer_timeout_s", "train.eval_batch_size",
-              "train.profile_steps",
-              "checkpoint.", "data.cache_dir", "data.on_device", "data.max_file_bytes",
-              "data.max_image_pixels", "data.verify_sha256")
+              "train.profile_steps", "train.test_every_epoch",
+              "checkpoint.", "data.cache_dir", "data.on_device", "data.workers",
+              "data.max_file_bytes", "data.max_image_pixels", "data.verify_sha256")
 
 
 class WorkdirLock:
@@ -104,7 +104,8 @@ def run_identity(config: ConfigDict, data) -> dict:
     """What makes a run this run: every config field but `MAY_CHANGE`, and the data's digest."""
     fields = {k: v for k, v in _flat(config.to_dict()).items()
               if not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MAY_CHANGE)}
-    return {"config": json.loads(json.dumps(fields, default=str)), "data": data_digest(data)}
+    return {"config": json.loads(json.dumps(fields, default=str)),
+            "data": data_digest(data) if data is not None else None}
 
 
 def data_digest(data) -> str:
@@ -123,7 +124,10 @@ def check_same_run(saved: dict | None, now: dict, where: str) -> None:
     """Refuse to resume the checkpoint at `where` (identity `saved`) with identity `now`."""
     if not saved:
         return  # a checkpoint from before identities were recorded
-    old, new = saved.get("config", {}), now["config"]
+    # A field the checkpoint predates had its default then: a run saved before a field was
+    # added resumes as long as the field is left at its default.
+    old = {**_defaults(), **saved.get("config", {})}
+    new = now["config"]
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k, "unset") != new.get(k, "unset")]
     shown = ", ".join(f"{k} ({_short(old.get(k, 'unset'))} -> {_short(new.get(k, 'unset'))})"
                       for k in changed[:4]) + (f" and {len(changed) - 4} more"
@@ -134,6 +138,11 @@ def check_same_run(saved: dict | None, now: dict, where: str) -> None:
         raise UserError(f"{where} was saved by a different run: {shown} changed; pass another "
                         "--workdir for a new run (only train.epochs, to extend, logging and "
                         "checkpoint fields may change on resume)")
+
+
+def _defaults() -> dict:
+    from jaxcnn.config import default_config  # config imports nothing of this module's users
+    return run_identity(default_config(), None)["config"]
 
 
 def _short(v) -> str:

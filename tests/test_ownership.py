@@ -155,3 +155,14 @@ def test_a_non_finite_parameter_is_never_saved(tmp_path, data):
                                         "no checkpoint was saved"):
         train_and_evaluate(_config(), str(tmp_path), dataset=data, model=model, **QUIET)
     assert checkpoint.latest_step(str(tmp_path / "checkpoints")) is None
+
+
+def test_a_checkpoint_older_than_a_field_resumes_while_the_field_keeps_its_default():
+    now = ownership.run_identity(default_config(), None)
+    saved = {"config": {k: v for k, v in now["config"].items() if k != "train.ema_decay"},
+             "data": None}
+    ownership.check_same_run(saved, now, "ckpt")  # the field did not exist: it was 0 then
+    c = default_config()
+    c.train.ema_decay = 0.9
+    with pytest.raises(UserError, match=r"train.ema_decay \(0.0 -> 0.9\) changed"):
+        ownership.check_same_run(saved, ownership.run_identity(c, None), "ckpt")
