@@ -53,3 +53,47 @@ def test_quick_run_writes_every_row_as_json(tmp_path):
     if res["machine"]["jax_backend"] == "cpu":
         assert [r["devices"] for r in scaling] == [1, 2]
         assert "| 2 |" in p.stdout and "overhead" in p.stdout
+
+
+def _image_folder(root: pathlib.Path, classes: int = 2, per_class: int = 48) -> pathlib.Path:
+    """train/<class>/<i>.jpg (and 2 per class in test/): random 24x20 JPEGs, larger than the
+    16x16 crop."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, c in [("train", c) for c in range(classes)] + [("test", c) for c in range(classes)]:
+        d = root / split / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class if split == "train" else 2):
+            x = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(x).save(d / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_input_run_times_grain_and_pytorch_per_worker_count(tmp_path):
+    import importlib.util
+    if not (importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision")):
+        pytest.skip("the PyTorch side needs torch and torchvision: pip install -e '.[bench]'")
+    data = _image_folder(tmp_path / "folder")
+    out = tmp_path / "bench-input.json"
+    p = subprocess.run([*BENCH, "--input", "--input-data", str(data), "--input-workers", "0,1",
+                        "--input-images", "64", "--input-batch", "16", "--input-size", "16",
+                        "--repeats", "2", "--input-cache", str(tmp_path / "cache"),
+                        "--json", str(out)], capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    info = res["machine"]
+    assert (info["images"], info["batch_size"], info["image_size"]) == (64, 16, 16)
+    assert info["versions"]["grain"] and info["versions"]["torchvision"]
+    assert [r["workers"] for r in res["rows"]] == [0, 1]
+    for r in res["rows"]:
+        for side in ("jaxcnn", "pytorch"):
+            s = r[side]
+            # the first batch (and one per worker) starts the timer: the rest is timed
+            assert s["images_timed"] == 64 - 16 * max(1, r["workers"]), (r["name"], side)
+            assert len(s["samples"]) == len(s["seconds"]) == len(s["first_batches_s"]) == 2
+            assert all(_positive(x) for x in s["samples"] + s["first_batches_s"])
+            assert s["min"] <= s["images_per_s"] <= s["max"]
+        assert f"| {r['workers']} | " in p.stdout  # the table on stdout has the row
+    assert "jaxcnn (Grain)" in p.stdout and "PyTorch DataLoader" in p.stdout
