@@ -15,6 +15,12 @@ recipe's seed-0 run (0.7051 after its 10 epochs, overfitted), `--config.prune.sp
 `results/runs/cifar10_cnn_pruned_s80/metrics.jsonl`: 0.7275,
 `results/runs/cifar10_cnn_pruned_s90/metrics.jsonl`: 0.7094 (one seed each). Export sizes and
 speed: BENCHMARKS.md ("Deployment").
+
+Changes from the source (the seed recipe, configs/cifar10_cnn.py, which it continues): 2 epochs
+at learning rate 1e-4 instead of 10 at 1e-3, starting from the trained network; the kernels'
+smallest weights (by magnitude, over all layers at once) set to 0 before the first step and kept
+0. The usual gradual schedule (Zhu & Gupta 2017, `prune.start_epoch < prune.end_epoch`) is not
+what this config runs: it prunes in one shot.
 """
 
 from configs.cifar10_cnn import get_config as base_config
