@@ -19,22 +19,9 @@ jaxcnn/models/alexnet.py):
 - the epoch's last, smaller batch is dropped (the source keeps it).
 """
 
-from configs.cifar10_cnn import get_config as base_config
+from configs import cifar_sgd
 
 
 def get_config():
-    c = base_config()
-    c.model.name = "alexnet"
-    c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train-set statistics
-    c.data.std = (0.2470, 0.2435, 0.2616)
-    c.data.crop_padding = 4
-    c.data.flip = True
-    c.optim.name = "sgd"
-    c.optim.learning_rate = 0.01  # for batch 128
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 5e-4
-    c.optim.schedule = "cosine"
-    c.train.epochs = 164
-    c.train.batch_size = 128
-    c.train.drop_remainder = True
-    return c
+    return cifar_sgd("alexnet", learning_rate=0.01, batch_size=128, epochs=164,
+                     weight_decay=5e-4)

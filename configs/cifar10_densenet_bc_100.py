@@ -16,23 +16,9 @@ jaxcnn/models/densenet.py):
 - the epoch's last, smaller batch is dropped (the source keeps it).
 """
 
-from configs.cifar10_cnn import get_config as base_config
+from configs import cifar_sgd
 
 
 def get_config():
-    c = base_config()
-    c.model.name = "densenet_bc_100"
-    c.train.drop_remainder = True  # BatchNorm: a padded last batch would skew its statistics
-    c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train-set statistics
-    c.data.std = (0.2470, 0.2435, 0.2616)
-    c.data.crop_padding = 4
-    c.data.flip = True
-    c.optim.name = "sgd"
-    c.optim.learning_rate = 0.1  # for batch 64
-    c.optim.momentum = 0.9
-    c.optim.nesterov = True
-    c.optim.weight_decay = 1e-4
-    c.optim.schedule = "cosine"
-    c.train.epochs = 300
-    c.train.batch_size = 64
-    return c
+    return cifar_sgd("densenet_bc_100", learning_rate=0.1, batch_size=64, epochs=300,
+                     weight_decay=1e-4, nesterov=True)

@@ -16,22 +16,9 @@ flip, per-pixel mean subtracted; the network is the paper's, jaxcnn/models/resne
 - inputs normalised by the per-channel mean and std (paper: per-pixel mean subtracted).
 """
 
-from configs.cifar10_cnn import get_config as base_config
+from configs import cifar_sgd
 
 
 def get_config():
-    c = base_config()
-    c.model.name = "resnet56"
-    c.train.drop_remainder = True  # BatchNorm: a padded last batch would skew its statistics
-    c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train-set statistics
-    c.data.std = (0.2470, 0.2435, 0.2616)
-    c.data.crop_padding = 4
-    c.data.flip = True
-    c.optim.name = "sgd"
-    c.optim.learning_rate = 0.1  # for batch 128
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 1e-4
-    c.optim.schedule = "cosine"
-    c.train.epochs = 164
-    c.train.batch_size = 128
-    return c
+    return cifar_sgd("resnet56", learning_rate=0.1, batch_size=128, epochs=164,
+                     weight_decay=1e-4)

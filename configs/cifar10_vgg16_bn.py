@@ -15,22 +15,9 @@ kuangliu's `VGG('VGG16')`, jaxcnn/models/vgg.py):
   epoch instead of 391.
 """
 
-from configs.cifar10_cnn import get_config as base_config
+from configs import cifar_sgd
 
 
 def get_config():
-    c = base_config()
-    c.model.name = "vgg16_bn"
-    c.train.drop_remainder = True  # BatchNorm: a padded last batch would skew its statistics
-    c.data.mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10 train-set statistics
-    c.data.std = (0.2470, 0.2435, 0.2616)
-    c.data.crop_padding = 4
-    c.data.flip = True
-    c.optim.name = "sgd"
-    c.optim.learning_rate = 0.1  # for batch 128
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 5e-4
-    c.optim.schedule = "cosine"
-    c.train.epochs = 200
-    c.train.batch_size = 128
-    return c
+    return cifar_sgd("vgg16_bn", learning_rate=0.1, batch_size=128, epochs=200,
+                     weight_decay=5e-4)

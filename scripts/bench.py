@@ -288,8 +288,9 @@ def measure(rows: list[list[Side]], repeats: int, log=print) -> None:
             side.runner.check()
 
 
-def machine_info(torch_threads: int | None) -> dict:
-    """Machine, versions, backend and date: the header every result carries."""
+def host_info(packages) -> dict:
+    """CPU, cores, load, the versions of `packages`, date and command: what every result says
+    of the machine (no JAX backend is started here)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -298,18 +299,23 @@ def machine_info(torch_threads: int | None) -> dict:
     except (OSError, StopIteration):
         pass
     versions = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "torch"):
+    for pkg in packages:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    dev = jax.devices()[0]
-    info = {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0],
-            "versions": versions, "jax_backend": jax.default_backend(),
-            "jax_device_kind": dev.device_kind, "jax_devices_used": 1,
-            "jax_devices_present": jax.device_count(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0],
+            "versions": versions,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": " ".join(["scripts/bench.py", *sys.argv[1:]])}
+
+
+def machine_info(torch_threads: int | None) -> dict:
+    """Machine, versions, backend and date: the header every result carries."""
+    info = host_info(("jax", "jaxlib", "flax", "optax", "torch"))
+    dev = jax.devices()[0]
+    info.update(jax_backend=jax.default_backend(), jax_device_kind=dev.device_kind,
+                jax_devices_used=1, jax_devices_present=jax.device_count())
     if torch_threads is not None:
         import torch
         info["torch_device"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
@@ -737,23 +743,7 @@ def time_loader(make_iter: Callable, skip: int) -> tuple[float, float, int]:
 
 def input_info() -> dict:
     """Machine and versions, without starting a JAX backend (PyTorch's workers fork)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {"python": platform.python_version()}
-    for pkg in ("numpy", "pillow", "grain", "jax", "torch", "torchvision"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0],
-            "versions": versions,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["scripts/bench.py", *sys.argv[1:]])}
+    return host_info(("numpy", "pillow", "grain", "jax", "torch", "torchvision"))
 
 
 def measure_input(args) -> dict:
