@@ -527,11 +527,15 @@ def main(argv: list[str]) -> int:
                                            args.airbench_seeds)
         print(airbench_markdown(out["airbench"]))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_json(args.json, out)
     return 0
+
+
+def write_json(path: str, out: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
 
 
 def main_input(args) -> int:
@@ -539,10 +543,7 @@ def main_input(args) -> int:
     out = measure_input(args)
     print(markdown(out["machine"], out["rows"]))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_json(args.json, out)
     return 0
 
 
