@@ -1,5 +1,5 @@
-"""Any image size and channel count: models are sized from the data, and a run of 64x48 colour
-or grey images trains, evaluates, predicts from files and exports."""
+"""Any image size and channel count: models are sized from the data, and a run of 64x64 colour
+or 64x48 grey images trains, evaluates, predicts from files and exports."""
 
 import json
 
@@ -36,17 +36,17 @@ def _config(root, model="cnn", channels=0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, channels", [("cnn", 0), ("cnn", 1)])
-def test_a_run_on_64x48_images_is_sized_from_them_and_serves(tmp_path, model, channels):
-    root = _folder(tmp_path / "images")
-    c = _config(root, model, channels)
+@pytest.mark.parametrize("size_WxH, channels", [((64, 64), 0), ((64, 48), 1)])
+def test_a_run_on_64_pixel_images_is_sized_from_them_and_serves(tmp_path, size_WxH, channels):
+    root = _folder(tmp_path / "images", size_WxH)
+    c = _config(root, "cnn", channels)
     result = train_and_evaluate(c, str(tmp_path / "run"), **QUIET)
-    c_in = channels or 3
-    # the seed CNN's first dense layer takes (48/4) x (64/4) x 64 features
+    (w, h), c_in = size_WxH, channels or 3
+    # the seed CNN's first dense layer takes (H/4) x (W/4) x 64 features
     assert result.model.conv1.kernel.shape == (3, 3, c_in, 32)
-    assert result.model.fc1.kernel.shape == (12 * 16 * 64, 1024)
+    assert result.model.fc1.kernel.shape == (h // 4 * w // 4 * 64, 1024)
     run = inference.load_run(str(tmp_path / "run"))
-    assert run.meta["image_shape"] == (48, 64, c_in)
+    assert run.meta["image_shape"] == (h, w, c_in)
     data = inference.run_dataset(run)
     m = evaluation.evaluate(run.model, data.test_images, data.test_labels, run.config)
     assert m["accuracy"] == pytest.approx(result.final["test_accuracy"], abs=1e-6)
@@ -56,7 +56,7 @@ def test_a_run_on_64x48_images_is_sized_from_them_and_serves(tmp_path, model, ch
     assert np.array_equal(x, data.test_images)
     export.export_run(run, str(tmp_path / "export"), platforms=("cpu",))
     served = serving.load(str(tmp_path / "export"))
-    assert served.image_shape == (48, 64, c_in)
+    assert served.image_shape == (h, w, c_in)
     probs = serving.classify(served, serving.prepare(files, served.image_shape))["probabilities"]
     logits = inference.predict_logits(run.model, x, run.config)
     assert np.array_equal(probs.argmax(1), logits.argmax(1))
