@@ -1,5 +1,6 @@
-"""Any image size and channel count: models are sized from the data, and a run of 64x64 colour
-or 64x48 grey images trains, evaluates, predicts from files and exports."""
+"""Any image size and channel count: models are sized from the data; a run of 64x64 colour
+images (the seed CNN) and one of 64x48 grey images (resnet20) train, evaluate, predict from
+files and export."""
 
 import json
 
@@ -36,7 +37,8 @@ def _config(root, model="cnn", channels=0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size_WxH, channels", [((64, 64), 0), ((64, 48), 1)])
+# a grey 64x48 run goes through the scripts below (resnet20)
+@pytest.mark.parametrize("size_WxH, channels", [((64, 64), 0)])
 def test_a_run_on_64_pixel_images_is_sized_from_them_and_serves(tmp_path, size_WxH, channels):
     root = _folder(tmp_path / "images", size_WxH)
     c = _config(root, "cnn", channels)
