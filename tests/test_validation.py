@@ -91,6 +91,7 @@ def val_run(tmp_path_factory):
     return c, workdir, result
 
 
+@pytest.mark.slow
 def test_val_metrics_every_epoch_test_at_the_end_best_on_val(val_run):
     c, workdir, result = val_run
     rows = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
