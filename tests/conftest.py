@@ -37,20 +37,6 @@ if jax.default_backend() == "gpu":
     os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 
-# Slow tests that neither time anything nor hold ports or several processes: .ci/run runs them
-# on two workers (`-m "slow and parallel"`), the rest of the slow set serially.
-PARALLEL_SAFE = {"test_zoo.py", "test_validation.py", "test_ema.py", "test_image_shapes.py",
-                 "test_imagenet_recipe.py", "test_transforms.py", "test_torch_parity.py",
-                 "test_prune.py", "test_quantize.py", "test_lowering.py", "test_finetune.py",
-                 "test_lr_find.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name in PARALLEL_SAFE and item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.parallel)
-
-
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:  # the session's own cache goes with it
         import shutil
