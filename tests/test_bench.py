@@ -11,7 +11,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCH = [sys.executable, str(REPO / "scripts" / "bench.py")]
-ROWS = ["train cnn b64", "train resnet20 b64", "infer cnn b1024", "infer cnn b1"]
+# One row of each kind (train, infer, latency). The ResNet-20 row (its recipe from configs/)
+# cost 17 s of the test's 49 s on two CPU cores, for the same measuring code.
+ROWS = ["train cnn b64", "infer cnn b1024", "infer cnn b1"]
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +33,7 @@ def test_quick_run_writes_every_row_as_json(tmp_path):
     res = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["rows"]}
     assert list(rows) == ROWS
+    assert [r["kind"] for r in rows.values()] == ["train", "infer", "latency"]
     for name, r in rows.items():
         e = r["engine"]
         assert r["pytorch"] is None, name
