@@ -213,6 +213,21 @@ def check_config(config: ConfigDict) -> None:
     if not isinstance(config.data.train_per_class, int) or config.data.train_per_class < 0:
         raise UserError(f"data.train_per_class must be an integer >= 0, got "
                         f"{config.data.train_per_class!r}")
+    _check_checkpoint(config)
+    if isinstance(t.early_stop_patience, bool) or not isinstance(t.early_stop_patience, int) \
+            or t.early_stop_patience < 0:
+        raise UserError(f"train.early_stop_patience must be an integer >= 0, got "
+                        f"{t.early_stop_patience!r}")
+    v = config.data.validation
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise UserError(f"data.validation must be a fraction in (0, 1) or a count of images "
+                        f"(0 = none), got {v!r}")
+    _check_deploy(config)
+    _check_finetune(config)
+
+
+def _check_checkpoint(config: ConfigDict) -> None:
+    t = config.train
     k = config.checkpoint
     for name in ("every_epochs", "every_steps"):
         if not isinstance(k[name], int) or k[name] < 0:
@@ -228,14 +243,10 @@ def check_config(config: ConfigDict) -> None:
                         ("train.test_every_epoch", t.test_every_epoch)):
         if not isinstance(value, bool):
             raise UserError(f"{name} must be true or false, got {value!r}")
-    if isinstance(t.early_stop_patience, bool) or not isinstance(t.early_stop_patience, int) \
-            or t.early_stop_patience < 0:
-        raise UserError(f"train.early_stop_patience must be an integer >= 0, got "
-                        f"{t.early_stop_patience!r}")
-    v = config.data.validation
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise UserError(f"data.validation must be a fraction in (0, 1) or a count of images "
-                        f"(0 = none), got {v!r}")
+
+
+def _check_finetune(config: ConfigDict) -> None:
+    t = config.train
     f = config.finetune
     if f.mode not in ("full", "linear_probe"):
         raise UserError(f"finetune.mode must be full or linear_probe, got {f.mode!r}")
@@ -247,7 +258,6 @@ def check_config(config: ConfigDict) -> None:
     if f.keep_head and (not f.init_from or f.mode != "full"):
         raise UserError("finetune.keep_head=true continues a trained network: it needs "
                         "finetune.init_from and finetune.mode=full")
-    _check_deploy(config)
     # Fine-tuning builds its own optimizer (a head and a backbone group), which has no place
     # for airbench's refinements: refuse them rather than train with a different optimizer.
     used = [f"optim.{k}={config.optim[k]!r}" for k, off in AIRBENCH_OPTIM_FIELDS.items()

@@ -115,17 +115,34 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if config.quant.mode == "ptq":
         raise UserError("quant.mode=ptq marks an int8 run written by scripts/quantize.py, which "
                         "does not train: fine-tune with quant.mode=qat, then quantize again")
-    tc = config.train
-    # ---- mesh
     mesh = parallel.make_mesh(parallel.select_devices(devices))
-    parallel.check_batch_size(tc.batch_size, mesh)
-    # ---- input
-    loader = None  # the training records' loader when streamed (data.on_device=no on records)
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    data, loader, spe = _input(config, dataset)
+    selection = selection_metric(config, data.has_validation)  # refuses a metric it lacks
+    key = jax.random.key(config.seed)
+    model, tx, schedule, init_seconds, compile_seconds = _model_and_optimizer(
+        config, data, loader, model, key, spe)
+    graphdef, state = create_state(model, tx)
+    steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes,
+                        train_labels=data.train_labels)
+    # The state is replicated on every device; the feed and the evaluation sets are sharded.
+    state = jax.device_put(state, parallel.replicated(mesh))
+    per_epoch, final = _evaluators(config, data, steps, mesh)
+    job = Job(config, mesh, data, graphdef, schedule, spe, _feed(config, data, loader, mesh),
+              steps, per_epoch, final, key, summary.table(model, data.image_shape),
+              selection, init_seconds, compile_seconds)
+    return job, state
+
+
+def _input(config: ConfigDict, dataset: Dataset | None) -> tuple[Dataset, object, int]:
+    """The run's splits, the training records' loader when streamed (else None), and the
+    optimizer steps per epoch; refuses a batch, epoch count or crop the data cannot take."""
+    tc = config.train
+    loader = None
     if dataset is None and stream.wanted(config.data):
         data, loader = stream.for_training(config)  # no training image in memory
     else:
         data = prepare(config, dataset)
-    selection = selection_metric(config, data.has_validation)
     if tc.early_stop_patience and config.checkpoint.every_epochs != 1:
         raise UserError("train.early_stop_patience restores the best epoch, which needs a "
                         "checkpoint after every epoch: set checkpoint.every_epochs=1")
@@ -141,8 +158,17 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if config.data.crop_padding > side:
         raise UserError(f"data.crop_padding={config.data.crop_padding} is larger than the "
                         f"{side}-pixel images: use at most {side} (CIFAR recipes use 2-4)")
-    # ---- model & optimizer
-    key = jax.random.key(config.seed)
+    if spe % tc.grad_accum_steps:
+        raise UserError(f"train.grad_accum_steps={tc.grad_accum_steps} does not divide the {spe} "
+                        f"steps of an epoch: use a divisor of {spe}, or another batch size")
+    return data, loader, spe
+
+
+def _model_and_optimizer(config: ConfigDict, data: Dataset, loader, model: nnx.Module | None,
+                         key: jax.Array, spe: int):
+    """The model (created, restored for fine-tuning or initialised from data) and its optimizer
+    chain; returns (model, tx, learning rate per step, init seconds, init compile seconds)."""
+    tc, f = config.train, config.finetune
     if model is None:
         model = models.create(config.model.name, num_classes=data.num_classes,
                               dtype=compute_dtype(config), param_dtype=config.model.param_dtype,
@@ -156,20 +182,15 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     # With gradient accumulation the optimizer (and its schedule) counts updates, one per
     # `accum` steps; everything else (data order, logs, checkpoints) counts steps.
     accum = tc.grad_accum_steps
-    if spe % accum:
-        raise UserError(f"train.grad_accum_steps={accum} does not divide the {spe} steps of an "
-                        f"epoch: use a divisor of {spe}, or another batch size")
     updates = make_schedule(config.optim, spe // accum, tc.epochs)
-    f = config.finetune
+    init_seconds, compile_seconds = 0.0, 0.0  # a restored backbone is not initialised
     if f.init_from and f.keep_head:  # the whole trained network goes on: pruning, QAT
         finetune.load_whole(model, f.init_from, data.class_names)
         tx = make_train_optimizer(config, updates, model, spe // accum)
-        init_seconds, compile_seconds = 0.0, 0.0
     elif f.init_from:
         finetune.load_backbone(model, f.init_from)
         tx = finetune.make_finetune_optimizer(config, updates, spe // accum,
                                               finetune.head_name(model))
-        init_seconds, compile_seconds = 0.0, 0.0  # the backbone is restored, not initialised
     else:
         tx = make_train_optimizer(config, updates, model, spe // accum)
         init_seconds, compile_seconds = _init_from_data(model, data, config, loader)
@@ -182,13 +203,16 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     if accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accum)  # the mean of `accum` gradients
     schedule = updates if accum == 1 else (lambda step: updates(step // accum))
-    graphdef, state = create_state(model, tx)
-    steps = step_config(config, graphdef, tx, data.image_shape[-1], data.num_classes,
-                        train_labels=data.train_labels)
-    # ---- shard & transfer: the state replicated on every device, the feed and the test set too
-    state = jax.device_put(state, parallel.replicated(mesh))
-    # With a validation split the test split is evaluated once, at the end (after every epoch
-    # too with train.test_every_epoch): nothing is chosen on it.
+    return model, tx, schedule, init_seconds, compile_seconds
+
+
+def _evaluators(config: ConfigDict, data: Dataset, steps: StepConfig, mesh: Mesh
+                ) -> tuple[dict[str, Evaluator], Evaluator]:
+    """The evaluations after every epoch ({split: Evaluator}) and the final one on test.
+
+    With a validation split the test split is evaluated once, at the end (after every epoch
+    too with train.test_every_epoch): nothing is chosen on it."""
+    tc = config.train
     per_epoch = {split: Evaluator(images, labels, steps,
                                   eval_batch_size(config, mesh, len(labels)), mesh)
                  for split, images, labels in data.splits()[1:]
@@ -199,20 +223,22 @@ def build(config: ConfigDict, *, dataset: Dataset | None = None, model: nnx.Modu
     final = (Evaluator(data.test_images, data.test_labels,
                        steps._replace(tta_level=tc.tta_level), test_bs, mesh)
              if tc.tta_level else test)
+    return per_epoch, final
+
+
+def _feed(config: ConfigDict, data: Dataset, loader, mesh: Mesh
+          ) -> DeviceFeed | HostFeed | StreamFeed:
+    """The input path: streamed records, the whole set on the device, or batches from the host."""
+    tc = config.train
     if loader is not None:
-        feed = StreamFeed(loader, tc.batch_size, mesh, tc.drop_remainder)
-    elif _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
+        return StreamFeed(loader, tc.batch_size, mesh, tc.drop_remainder)
+    if _fits_on_device(data.train_images.nbytes, mesh, config.data.on_device):
         platform = mesh.devices.flat[0].platform
-        feed = DeviceFeed(data, tc.batch_size, mesh,
+        return DeviceFeed(data, tc.batch_size, mesh,
                           steps_per_call(tc.steps_per_call, platform, config.model.name,
                                          xla_convolutions=config.quant.mode == "qat"),
                           tc.drop_remainder)
-    else:
-        feed = HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
-    job = Job(config, mesh, data, graphdef, schedule, spe, feed, steps, per_epoch,
-              final, key, summary.table(model, data.image_shape), selection, init_seconds,
-              compile_seconds)
-    return job, state
+    return HostFeed(data, tc.batch_size, mesh, tc.drop_remainder)
 
 
 def _has_batch_norm(model: nnx.Module) -> bool:
