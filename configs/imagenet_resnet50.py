@@ -16,12 +16,12 @@ Sources: Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training ImageNet in
 (references/classification: cosine schedule, label smoothing 0.1, the crop sizes above).
 What this recipe changes from Goyal et al.: a cosine decay to 0 after the warmup instead of
 steps of x0.1 at epochs 30, 60 and 80; label smoothing 0.1 (they use none); bf16 compute
-(parameters, optimizer state, BatchNorm statistics and the loss stay float32); weight decay on
-every parameter, BatchNorm scales and biases included (jaxcnn's L2 has no per-parameter mask;
-Goyal et al. leave BatchNorm's gamma and beta undecayed, torchvision's recipe decays them by
-default as here); BatchNorm scales all start at 1 (torchvision's resnet50, a stride-2 3x3 conv:
+(parameters, optimizer state, BatchNorm statistics and the loss stay float32); BatchNorm
+scales all start at 1 (torchvision's resnet50, a stride-2 3x3 conv:
 "ResNet v1.5"), where Goyal et al. start each block's last at 0; the warmup starts at 0, theirs
-at lr / k for k-times the base batch.
+at lr / k for k-times the base batch. As in Goyal et al. (and unlike torchvision's default),
+weight decay skips BatchNorm's scales and offsets and the classifier's bias
+(optim.decay_norm_and_bias = False).
 
 Not measured yet: no ImageNet run has been made with this config (a 2-core CPU machine cannot
 train it; tests/test_imagenet_recipe.py runs it end to end at a 64-pixel crop on a generated
@@ -53,7 +53,8 @@ def get_config():
     c.optim.learning_rate = 0.1 * BATCH / 256  # 0.1 per 256 images, linear in the batch
     c.optim.schedule = "cosine"  # to 0 at the end, after the warmup
     c.optim.warmup_epochs = 5.0  # linear from 0
-    c.optim.weight_decay = 1e-4  # L2 on every parameter (BatchNorm and biases too)
+    c.optim.weight_decay = 1e-4  # L2 on conv and dense kernels ...
+    c.optim.decay_norm_and_bias = False  # ... not on BatchNorm or biases (Goyal et al. 5.1)
 
     c.train.epochs = 90
     c.train.batch_size = BATCH

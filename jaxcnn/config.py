@@ -84,6 +84,7 @@ def default_config() -> ConfigDict:
     c.optim.weight_decay = 0.0  # adam/sgd: L2 added to the gradient; adamw: decoupled
     c.optim.momentum = 0.9  # sgd only
     c.optim.nesterov = False  # sgd only
+    c.optim.decay_norm_and_bias = True  # False: weight decay skips biases and BatchNorm (1-D)
     c.optim.b1 = 0.9  # adam/adamw
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8

@@ -51,21 +51,31 @@ def make_optimizer(cfg: ConfigDict, schedule: optax.Schedule) -> optax.GradientT
     """adam (the seed's), adamw (decoupled decay) or sgd (momentum, optional nesterov).
 
     For adam and sgd `weight_decay` is PyTorch-style L2: added to the gradient before the update.
+    It applies to every parameter (PyTorch's default) unless `decay_norm_and_bias` is false.
     """
     name, wd = cfg.name, cfg.weight_decay
     if wd < 0:
         raise UserError(f"optim.weight_decay must be >= 0, got {wd}")
+    mask = None if cfg.get("decay_norm_and_bias", True) else _kernels_only
     if name == "adam":
         tx = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     elif name == "adamw":
-        return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd)
+        return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd,
+                           mask=mask)
     elif name == "sgd":
         tx = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
     else:
         raise UserError(f"unknown optim.name {name!r}: use one of {', '.join(OPTIMIZERS)}")
     if wd:
-        tx = optax.chain(optax.add_decayed_weights(wd), tx)
+        tx = optax.chain(optax.add_decayed_weights(wd, mask), tx)
     return tx
+
+
+def _kernels_only(params):
+    """The decay mask of `optim.decay_norm_and_bias=false`: conv and dense kernels (every
+    parameter of 2 or more dimensions) decay; biases and BatchNorm scales and offsets (1-D) do
+    not, as in Goyal et al. 2017, sec. 5.1 (their ResNet-50 recipe)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def make_train_optimizer(config: ConfigDict, schedule: optax.Schedule, model: nnx.Module,

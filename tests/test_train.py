@@ -114,6 +114,38 @@ def test_optimizers_and_weight_decay():
         make_optimizer(c, optax.constant_schedule(0.5))
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_decay_norm_and_bias_false_decays_kernels_only(name):
+    """Goyal et al.'s decay: conv and dense kernels shrink, BatchNorm scales and offsets and
+    every bias do not move (zero gradients: the decay is the whole update)."""
+    model = models.create("resnet20", num_classes=10, rngs=nnx.Rngs(0))
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    c = default_config().optim
+    c.name, c.weight_decay, c.momentum, c.decay_norm_and_bias = name, 0.1, 0.0, False
+    tx = make_optimizer(c, optax.constant_schedule(0.5))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    flat = {jax.tree_util.keystr(k): (p, u) for (k, p), u in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(updates), strict=True)}
+    one_d = [k for k, (p, _) in flat.items() if p.ndim == 1]
+    assert sum("scale" in k for k in one_d) == 19 and sum("bias" in k for k in one_d) == 20
+    for k, (p, u) in flat.items():
+        if p.ndim == 1:
+            assert not np.any(np.asarray(u)), k
+        elif name == "adam":  # L2 in the gradient g, then Adam's first step: -lr g/(|g|+eps)
+            g = 0.1 * np.asarray(p, np.float64)
+            np.testing.assert_allclose(u, -0.5 * g / (np.abs(g) + 1e-8), rtol=1e-5, err_msg=k)
+        else:  # sgd's L2 and adamw's decoupled decay: -lr x wd x p
+            np.testing.assert_allclose(u, -0.05 * np.asarray(p), rtol=1e-6, err_msg=k)
+    c.decay_norm_and_bias = True  # PyTorch's default: every parameter decays
+    tx = make_optimizer(c, optax.constant_schedule(0.5))
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    scales = [u for (k, p), u in zip(jax.tree_util.tree_leaves_with_path(params),
+                                     jax.tree.leaves(updates), strict=True)
+              if "scale" in jax.tree_util.keystr(k)]
+    assert all(np.all(np.asarray(u) < 0) for u in scales)  # scales start at 1: pulled to 0
+
+
 def _config(**train):
     c = default_config()
     c.data.name = "digits"
