@@ -128,6 +128,22 @@ def test_array_record_copy_streams_the_folder(image_folder, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_moved_folder_keeps_its_records_digest_and_a_changed_file_does_not(image_folder,
+                                                                              tmp_path):
+    """The digest a checkpoint keeps names the files within the folder: a run resumes after
+    the folder moved, and refuses to after an image changed."""
+    import shutil
+    moved = shutil.copytree(image_folder, tmp_path / "elsewhere" / "digits3")
+    a = stream.open_stream(f"folder:{image_folder}", cache_dir=tmp_path / "c")
+    b = stream.open_stream(f"folder:{moved}", cache_dir=tmp_path / "c")
+    assert b.train.paths != a.train.paths
+    assert (b.train.digest(), b.test.digest()) == (a.train.digest(), a.test.digest())
+    first = pathlib.Path(b.train.paths[0])
+    first.write_bytes(first.read_bytes() + b"\0")  # one byte longer
+    assert stream.open_stream(f"folder:{moved}", cache_dir=tmp_path / "c").train.digest() \
+        != a.train.digest()
+
+
 def test_streaming_refuses_in_memory_sources_and_bad_shards(tmp_path):
     with pytest.raises(UserError, match="cannot be streamed"):
         stream.open_stream("digits")

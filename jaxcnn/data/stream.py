@@ -59,9 +59,9 @@ class FileRecords:
     """Image files on disk, one record each; picklable (Grain sends it to its workers)."""
 
     def __init__(self, paths: list[str], labels: np.ndarray, where: str,
-                 max_file_bytes: int = folder.MAX_FILE_BYTES):
+                 max_file_bytes: int = folder.MAX_FILE_BYTES, root: str = ""):
         self.paths, self.labels, self.where = paths, labels, where
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes, self.root = max_file_bytes, root  # the folder the paths are in
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -75,10 +75,13 @@ class FileRecords:
         return f"{self.paths[i]}"
 
     def digest(self) -> str:
-        """What identifies the records without reading them: paths, sizes, labels."""
+        """What identifies the records without reading them: paths within the folder, sizes,
+        labels. A folder moved (or an archive extracted elsewhere) keeps its digest, so a run
+        resumes from the new place."""
         h = hashlib.sha256()
         for p in self.paths:
-            h.update(f"{p}\0{os.path.getsize(p)}\n".encode())
+            rel = os.path.relpath(p, self.root) if self.root else p
+            h.update(f"{rel}\0{os.path.getsize(p)}\n".encode())
         h.update(self.labels.tobytes())
         return h.hexdigest()
 
@@ -147,8 +150,8 @@ class TfdsRecords:
         return f"example {i} of {self.where}"
 
     def digest(self) -> str:
-        return hashlib.sha256(f"{self.where}\0{self.data_dir}\n".encode()
-                              + self.labels.tobytes()).hexdigest()
+        # The name, split and labels, not the data dir: a moved TFDS dir resumes.
+        return hashlib.sha256(f"{self.where}\n".encode() + self.labels.tobytes()).hexdigest()
 
 
 Records = FileRecords | ArrayRecordRecords | TfdsRecords
@@ -266,7 +269,7 @@ def _open_folder(src: pathlib.Path, root: pathlib.Path, max_file_bytes: int):
                for r in sorted(by_split[split][c])]
         out[split] = FileRecords([str(directory / r) for r, _ in rel],
                                  np.array([label for _, label in rel], np.int32),
-                                 f"{src} {split}", max_file_bytes)
+                                 f"{src} {split}", max_file_bytes, str(directory))
     if "test" not in out:  # the ImageNet layout: its val/ is the split results are quoted on
         out["test"] = out.pop("val")
     name = src.name
