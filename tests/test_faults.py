@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import REPO, _env
+from conftest import NO_PLOTS, REPO, _env
 
 from jaxcnn import checkpoint
 
@@ -25,12 +25,9 @@ ARGS = ["--config", "configs/digits_cnn.py", "--noprogress"]
 
 
 def _start(*args, devices=1, pre=""):
-    """`scripts/train.py args` in a child, after the Python statements `pre` (limits, patches)."""
-    code = textwrap.dedent(pre) + textwrap.dedent("""
-        import runpy, sys
-        sys.argv = ["scripts/train.py", *sys.argv[1:]]
-        runpy.run_path("scripts/train.py", run_name="__main__")
-        """)
+    """`scripts/train.py args` in a child, after the Python statements `pre` (limits, patches),
+    without the plots a finished run draws (conftest.NO_PLOTS): none of these tests reads them."""
+    code = textwrap.dedent(pre) + NO_PLOTS
     return subprocess.Popen([sys.executable, "-c", code, *ARGS, *map(str, args)], cwd=REPO,
                             env=_env(devices, None), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
