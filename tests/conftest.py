@@ -68,7 +68,7 @@ def python_json(code: str, devices: int, *args, timeout=300) -> dict:
 
 
 # `python -c NO_PLOTS args...`: scripts/train.py without the plots it draws at the end of a run
-# (matplotlib's import and the figures: ~2 s a run on two CPU cores), for the tests of anything
+# (matplotlib's import and the figures: 1-2 s a run on two CPU cores), for the tests of anything
 # else; test_plots.py and test_cli.py draw them.
 NO_PLOTS = """
 import runpy, sys, types
