@@ -32,6 +32,8 @@ def main(argv: list[str]) -> int:
     flags.DEFINE_integer("num_processes", None, "number of processes of a multi-host run")
     flags.DEFINE_integer("process_id", None, "this process's index, 0..num_processes-1")
     flags.DEFINE_bool("debug", False, "show full tracebacks")
+    flags.DEFINE_bool("plots", True, "draw the run's plots into <workdir>/plots at the end "
+                      "(--noplots: skip them; scripts/plot.py draws them later)")
     cli.define_config_flag(os.path.join(cli.REPO_CONFIGS, "cifar10_cnn.py"))
     config = cli.parse(argv)
     FLAGS = flags.FLAGS
@@ -60,9 +62,10 @@ def main(argv: list[str]) -> int:
                                 progress=FLAGS.progress)
     if result.stopped:
         return 128 + signal.Signals[result.stopped].value
-    if parallel.is_main_process():
+    if parallel.is_main_process() and FLAGS.plots:
         from jaxcnn import plots
         print(f"plots: {', '.join(plots.plot_run(workdir, model=result.model, config=config))}")
+    if parallel.is_main_process():
         print(f"final test_accuracy={result.final['test_accuracy']:.4f}")
     return 0
 

@@ -67,23 +67,13 @@ def python_json(code: str, devices: int, *args, timeout=300) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-# `python -c NO_PLOTS args...`: scripts/train.py without the plots it draws at the end of a run
-# (matplotlib's import and the figures: 1-2 s a run on two CPU cores), for the tests of anything
-# else; test_plots.py and test_cli.py draw them.
-NO_PLOTS = """
-import runpy, sys, types
-sys.modules["jaxcnn.plots"] = types.SimpleNamespace(plot_run=lambda *a, **k: [])
-sys.argv = ["scripts/train.py", *sys.argv[1:]]
-runpy.run_path("scripts/train.py", run_name="__main__")
-"""
-
-
 def train_cli(*args, devices: int | None = None, env=None, plots: bool = True):
     """`scripts/train.py args...` started (not waited for): stdout and stderr are pipes.
-    `plots=False`: without its closing plots (NO_PLOTS)."""
+    `plots=False` adds --noplots (tests of anything but the plots skip their ~2 s a run)."""
     import subprocess
-    script = ["scripts/train.py"] if plots else ["-c", NO_PLOTS]
-    return subprocess.Popen([sys.executable, *script, *map(str, args)], cwd=REPO,
+    flags = [] if plots else ["--noplots"]
+    return subprocess.Popen([sys.executable, "scripts/train.py", *map(str, args), *flags],
+                            cwd=REPO,
                             env=_env(devices, env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

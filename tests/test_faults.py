@@ -15,19 +15,23 @@ import textwrap
 import time
 
 import pytest
-from conftest import NO_PLOTS, REPO, _env
+from conftest import REPO, _env
 
 from jaxcnn import checkpoint
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--config", "configs/digits_cnn.py", "--noprogress"]
+# --noplots: none of these tests reads the plots a finished run draws (~2 s a run)
+ARGS = ["--config", "configs/digits_cnn.py", "--noprogress", "--noplots"]
 
 
 def _start(*args, devices=1, pre=""):
-    """`scripts/train.py args` in a child, after the Python statements `pre` (limits, patches),
-    without the plots a finished run draws (conftest.NO_PLOTS): none of these tests reads them."""
-    code = textwrap.dedent(pre) + NO_PLOTS
+    """`scripts/train.py args` in a child, after the Python statements `pre` (limits, patches)."""
+    code = textwrap.dedent(pre) + textwrap.dedent("""
+        import runpy, sys
+        sys.argv = ["scripts/train.py", *sys.argv[1:]]
+        runpy.run_path("scripts/train.py", run_name="__main__")
+        """)
     return subprocess.Popen([sys.executable, "-c", code, *ARGS, *map(str, args)], cwd=REPO,
                             env=_env(devices, None), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -195,3 +199,4 @@ def test_sigkill_leaves_a_resumable_workdir_and_no_lock_in_the_way(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert not (tmp_path / ".lock").exists()
+    assert "plots:" not in out and not (tmp_path / "plots").exists()  # --noplots
