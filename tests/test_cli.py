@@ -28,6 +28,10 @@ def test_digits_run_writes_metrics_and_prints_final_accuracy_last(tmp_path):
     assert rows[-1]["test_accuracy"] > 0.9
     assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "digits"
     assert "img/s" in p.stderr  # the progress bar
+    drawn = {str(f) for f in (tmp_path / "plots").iterdir()}  # without --noplots
+    listed = [ln for ln in p.stdout.splitlines() if ln.startswith("plots: ")]
+    assert str(tmp_path / "plots" / "curves.png") in drawn
+    assert len(listed) == 1 and set(listed[0].removeprefix("plots: ").split(", ")) == drawn
 
 
 def _corrupt_archive(tmp_path):
