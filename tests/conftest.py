@@ -67,13 +67,10 @@ def python_json(code: str, devices: int, *args, timeout=300) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def train_cli(*args, devices: int | None = None, env=None, plots: bool = True):
-    """`scripts/train.py args...` started (not waited for): stdout and stderr are pipes.
-    `plots=False` adds --noplots (tests of anything but the plots skip their ~2 s a run)."""
+def train_cli(*args, devices: int | None = None, env=None):
+    """`scripts/train.py args...` started (not waited for): stdout and stderr are pipes."""
     import subprocess
-    flags = [] if plots else ["--noplots"]
-    return subprocess.Popen([sys.executable, "scripts/train.py", *map(str, args), *flags],
-                            cwd=REPO,
+    return subprocess.Popen([sys.executable, "scripts/train.py", *map(str, args)], cwd=REPO,
                             env=_env(devices, env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -78,8 +78,8 @@ def test_straight_and_resumed_runs_are_bit_identical(tmp_path):
 
 def _train_cli(workdir, *args):
     return train_cli("--config", "configs/digits_cnn.py", "--workdir", workdir, "--noprogress",
-                     "--config.train.epochs=2", "--config.data.train_per_class=20",
-                     "--config.train.batch_size=40", *args, devices=1, plots=False)
+                     "--noplots", "--config.train.epochs=2", "--config.data.train_per_class=20",
+                     "--config.train.batch_size=40", *args, devices=1)
 
 
 @pytest.mark.slow

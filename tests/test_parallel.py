@@ -150,7 +150,7 @@ def _free_port() -> int:
 
 def _train(args, devices, workdir):
     return train_cli("--config", "configs/digits_cnn.py", "--workdir", workdir, "--noprogress",
-                     *args, devices=devices, plots=False)
+                     "--noplots", *args, devices=devices)
 
 
 def _rows(workdir):
